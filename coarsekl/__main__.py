@@ -1,0 +1,5 @@
+import sys
+
+from coarsekl.cli import main
+
+sys.exit(main())

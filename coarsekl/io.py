@@ -1,0 +1,88 @@
+"""Reading and writing trajectories and figures, atomically.
+
+Every file is written under a temporary name in its destination folder and renamed into
+place only when complete, so an interrupted run never leaves a half-written file and
+never clobbers an older result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from coarsekl.errors import DataError, OutputError
+
+__all__ = ["atomic_path", "open_trajectory", "prepare_output_dir", "save_trajectory"]
+
+
+def prepare_output_dir(path: str | Path) -> Path:
+    """Create ``path`` (with parents) and check that files can be written there."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".coarsekl-check-"):
+            pass
+    except OSError as error:
+        raise OutputError(
+            f"cannot write to the output folder {str(folder)!r}: "
+            f"{error.strerror or error}; choose another folder with --out"
+        ) from None
+    return folder
+
+
+@contextlib.contextmanager
+def atomic_path(destination: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``destination``; rename it into place on success."""
+    destination = Path(destination)
+    try:
+        handle, name = tempfile.mkstemp(
+            dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp"
+        )
+    except OSError as error:
+        raise OutputError(f"cannot write {str(destination)!r}: {error.strerror or error}") from None
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        temporary.chmod(0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        os.replace(temporary, destination)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save_trajectory(dataset, path: str | Path, *, complevel: int = 4) -> Path:
+    """Write a trajectory to compressed netCDF4, atomically; return the path."""
+    path = Path(path)
+    encoding = {
+        name: {"zlib": True, "complevel": complevel}
+        for name, variable in dataset.variables.items()
+        if variable.dtype.kind in "fiub"
+    }
+    with atomic_path(path) as temporary:
+        dataset.to_netcdf(temporary, engine="netcdf4", format="NETCDF4", encoding=encoding)
+    return path
+
+
+def open_trajectory(path: str | Path):
+    """Load a trajectory written by coarsekl fully into memory (the file is closed)."""
+    import xarray as xr
+
+    import coarsekl.accessor  # noqa: F401  (registers ds.coarsekl)
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"trajectory file {str(path)!r} does not exist")
+    try:
+        with xr.open_dataset(path, engine="netcdf4") as dataset:
+            return dataset.load()
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot read {str(path)!r} as a netCDF trajectory: {error}") from None

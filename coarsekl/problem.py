@@ -1,0 +1,111 @@
+"""The problem every component sees: partition, data and reference coarse quantity."""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from coarsekl.errors import DataError, InfeasibleTargetError
+from coarsekl.interfaces import CoarseQuantity, Partition
+
+__all__ = ["Problem", "check_image"]
+
+
+def check_image(image: np.ndarray, what: str, site_shape: tuple[int, ...] | None = None):
+    """Return ``image`` as float64 after checking it can be a state: finite, ≥ 0, not all 0."""
+    array = np.asarray(image)
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{what} must be numeric, got an array of dtype {array.dtype}")
+    array = array.astype(np.float64, copy=False)
+    if site_shape is not None and array.shape[-len(site_shape) :] != tuple(site_shape):
+        raise DataError(
+            f"{what} has shape {array.shape}, expected (..., {', '.join(map(str, site_shape))})"
+        )
+    if not np.isfinite(array).all():
+        bad = np.argwhere(~np.isfinite(array))[0]
+        raise DataError(
+            f"{what} contains NaN or inf (first at index {tuple(int(i) for i in bad)}); "
+            "clean the image or replace missing values before using it"
+        )
+    if (array < 0).any():
+        raise DataError(
+            f"{what} has negative values (min {array.min():.4g}); intensities must be ≥ 0 — "
+            "shift or clip the image first"
+        )
+    totals = array.sum(axis=tuple(range(-len(site_shape or array.shape), 0)))
+    if np.any(totals == 0):
+        raise DataError(f"{what} is all zero; a state needs some positive intensity")
+    return array
+
+
+@attrs.frozen(eq=False)
+class Problem:
+    """Partition, data image and reference masses: the target of coarse-grained control.
+
+    ``data`` is the data image x in intensity units, shape ``site_shape``;
+    ``data_state`` is q_data = x / Σx; ``reference_masses`` is w^ref (K,), by default
+    w(q_data), or the coarse quantity's own ``reference`` converted to masses.
+    """
+
+    partition: Partition
+    quantity: CoarseQuantity
+    data: np.ndarray = attrs.field(converter=np.asarray)
+    data_total: float = attrs.field(init=False)
+    data_state: np.ndarray = attrs.field(init=False)
+    scale: np.ndarray = attrs.field(init=False)
+    reference_masses: np.ndarray = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        data = check_image(self.data, "the data image", self.partition.site_shape)
+        if data.shape != tuple(self.partition.site_shape):
+            raise DataError(
+                f"the data image has shape {data.shape} but the partition expects "
+                f"{tuple(self.partition.site_shape)}"
+            )
+        total = float(data.sum())
+        scale = np.asarray(self.quantity.scale(self.partition, total), dtype=np.float64)
+        if self.quantity.reference is None:
+            reference = self.partition.block_sums(data / total)
+        else:
+            values = np.asarray(self.quantity.reference, dtype=np.float64)
+            if values.shape != (self.partition.n_blocks,):
+                raise DataError(
+                    f"the coarse reference has {values.size} values, the partition has "
+                    f"{self.partition.n_blocks} blocks; give one value per block"
+                )
+            if not np.isfinite(values).all() or (values < 0).any():
+                raise DataError("the coarse reference values must be finite and ≥ 0")
+            reference = values / scale
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "data_total", total)
+        object.__setattr__(self, "data_state", data / total)
+        object.__setattr__(self, "scale", scale)
+        object.__setattr__(self, "reference_masses", reference)
+
+    @property
+    def reference_values(self) -> np.ndarray:
+        """The reference in the coarse quantity's units, shape (K,)."""
+        return self.reference_masses * self.scale
+
+    def bounds(self, delta: float) -> tuple[np.ndarray, np.ndarray]:
+        """Mass bounds of A_δ: a_j = max(0, w^ref_j − δ/s_j), b_j = min(1, w^ref_j + δ/s_j).
+
+        δ is in the coarse quantity's units (s_j its scale). Raises InfeasibleTargetError
+        when Σa > 1 or Σb < 1 (then no state meets the bounds).
+        """
+        if not np.isfinite(delta) or delta < 0:
+            raise InfeasibleTargetError(f"the tolerance δ must be finite and ≥ 0, got {delta}")
+        half_width = delta / self.scale
+        lower = np.maximum(0.0, self.reference_masses - half_width)
+        upper = np.minimum(1.0, self.reference_masses + half_width)
+        slack = 1e-12
+        if lower.sum() > 1 + slack or upper.sum() < 1 - slack:
+            total = self.reference_masses.sum()
+            raise InfeasibleTargetError(
+                f"the admissible set is empty at δ = {delta:g}: the reference masses sum to "
+                f"{total:.6g} and the bounds allow masses between {lower.sum():.6g} and "
+                f"{upper.sum():.6g} in total, which excludes 1. Give reference values whose "
+                f"masses sum to 1, or raise δ to at least about "
+                f"{abs(1 - total) / np.sum(1 / self.scale):.3g}"
+            )
+        return lower, upper

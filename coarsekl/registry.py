@@ -1,0 +1,179 @@
+"""Records that plugins return, and the registry that finds components by name."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from coarsekl.errors import ConfigError, PluginError
+
+__all__ = ["KINDS", "Component", "Experiment", "Provider", "Registry"]
+
+# kind -> (hook name, table name in a config)
+KINDS: dict[str, tuple[str, str]] = {
+    "partition": ("coarsekl_partitions", "partition"),
+    "quantity": ("coarsekl_coarse_quantities", "quantity"),
+    "kernel": ("coarsekl_kernels", "kernel"),
+    "projector": ("coarsekl_projectors", "projector"),
+    "metric": ("coarsekl_metrics", "record.metrics"),
+    "data": ("coarsekl_data_sources", "data"),
+    "initial": ("coarsekl_initial_states", "initial"),
+}
+
+
+def _non_empty_str(instance, attribute, value) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise TypeError(f"{attribute.name} must be a non-empty string, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Component:
+    """One named component a plugin provides.
+
+    ``factory`` builds it from the config table's parameters (keyword arguments); it may
+    be a callable or a ``"module:attribute"`` string imported only when the component is
+    used, which keeps ``coarsekl plugins`` fast.
+    """
+
+    name: str = attrs.field(validator=_non_empty_str)
+    factory: Callable[..., Any] | str
+    summary: str = attrs.field(validator=_non_empty_str)
+
+    def load_factory(self) -> Callable[..., Any]:
+        if callable(self.factory):
+            return self.factory
+        module_name, _, attribute = self.factory.partition(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+
+@attrs.frozen(kw_only=True)
+class Experiment:
+    """A named experiment: a TOML config file runnable as ``coarsekl run NAME``."""
+
+    name: str = attrs.field(validator=_non_empty_str)
+    path: Path = attrs.field(converter=Path)
+    summary: str = attrs.field(validator=_non_empty_str)
+
+
+@attrs.frozen
+class Provider:
+    """Who provides a component: plugin name and its distribution (name, version)."""
+
+    plugin: str
+    distribution: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"plugin {self.plugin!r} from {self.distribution} {self.version}"
+
+
+@attrs.frozen
+class Registered:
+    component: Component | Experiment
+    provider: Provider
+
+
+@attrs.frozen
+class LoadFailure:
+    """An outside plugin that raised while loading: reported, not fatal."""
+
+    provider: Provider
+    error: str
+
+
+@attrs.define
+class Registry:
+    """Components by kind and name, with the plugin that provides each."""
+
+    entries: dict[str, dict[str, Registered]] = attrs.field(factory=dict)
+    failures: list[LoadFailure] = attrs.field(factory=list)
+
+    def add(self, kind: str, item: Component | Experiment, provider: Provider) -> None:
+        table = self.entries.setdefault(kind, {})
+        if item.name in table:
+            other = table[item.name].provider
+            raise PluginError(
+                f"two plugins provide a {kind} named {item.name!r}: {other} and {provider}; "
+                "uninstall one of them or rename the component"
+            )
+        table[item.name] = Registered(item, provider)
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.entries.get(kind, {}))
+
+    def lookup(self, kind: str, name: str) -> Registered:
+        table = self.entries.get(kind, {})
+        if name in table:
+            return table[name]
+        known = sorted(table)
+        close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        failed = "".join(f" (note: {f.provider} failed to load: {f.error})" for f in self.failures)
+        raise PluginError(
+            f"no {kind} named {name!r}; {hint}available: {', '.join(known) or 'none'}.{failed}"
+        )
+
+    def build(self, kind: str, name: str, params: Mapping[str, Any], **context: Any) -> Any:
+        """Build component ``name`` of ``kind`` from config ``params`` (+ runner context).
+
+        Unknown or missing parameters and invalid values become a ConfigError that names
+        the config table, the component and what it accepts.
+        """
+        registered = self.lookup(kind, name)
+        where = f"[{KINDS[kind][1]}] {name!r}" if kind in KINDS else repr(name)
+        try:
+            factory = registered.component.load_factory()
+        except Exception as error:  # an outside plugin's import failing
+            raise PluginError(
+                f"{kind} {name!r} from {registered.provider} could not be imported: {error}"
+            ) from error
+        accepted = _parameter_names(factory)
+        unknown = sorted(set(params) - accepted) if accepted is not None else []
+        if unknown:
+            public = sorted(accepted - set(context))
+            hints = [
+                f"{key!r} (did you mean {difflib.get_close_matches(key, public, 1)[0]!r}?)"
+                if difflib.get_close_matches(key, public, 1)
+                else repr(key)
+                for key in unknown
+            ]
+            raise ConfigError(
+                f"{where} has no parameter {', '.join(hints)}; it accepts: "
+                f"{', '.join(public) or 'no parameters'}"
+            )
+        missing = sorted(_required_names(factory) - set(params) - set(context))
+        if missing:
+            raise ConfigError(f"{where} needs the parameter(s) {', '.join(map(repr, missing))}")
+        try:
+            return factory(**context, **params)
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from None
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{where}: {error}") from None
+
+
+def _required_names(factory: Callable[..., Any]) -> set[str]:
+    """Parameters without a default (only known for attrs classes)."""
+    if not attrs.has(factory):
+        return set()
+    return {a.alias for a in attrs.fields(factory) if a.init and a.default is attrs.NOTHING}
+
+
+def _parameter_names(factory: Callable[..., Any]) -> set[str] | None:
+    """Keyword parameters a factory accepts; None when it takes ``**kwargs``."""
+    if attrs.has(factory):
+        return {a.alias for a in attrs.fields(factory) if a.init}
+    signature = inspect.signature(factory)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        return None
+    return {
+        name
+        for name, p in signature.parameters.items()
+        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    }

@@ -1,0 +1,105 @@
+"""The standard metrics: V, V_δ, E_block, MSE and within-block variance.
+
+Every ``compute`` takes a batch of states ``(..., *site_shape)`` and returns ``(...)`` (or
+``(..., K)`` for per-block metrics).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+import numpy as np
+
+from coarsekl.errors import ConfigError
+from coarsekl.problem import Problem
+from coarsekl.schedules import Step
+
+from coarsekl_blocks.vdelta import kl_divergence, project_masses
+
+__all__ = ["BlockMassError", "BlockVariance", "MeanSquaredError", "VDelta", "WithinBlockV"]
+
+
+def _site_axes(problem: Problem) -> tuple[int, ...]:
+    return tuple(range(-len(problem.partition.site_shape), 0))
+
+
+@attrs.frozen
+class WithinBlockV:
+    """V(p) = Σ_j w_j D(p(·|j) ‖ u_j) = Σ_x p(x) log(p(x) |Ω_j| / w_j), u_j uniform on Ω_j."""
+
+    long_name: ClassVar[str] = "within-block non-uniformity V"
+    units: ClassVar[str] = "nat"
+    per_block: ClassVar[bool] = False
+    record_before_projection: ClassVar[bool] = False
+
+    def compute(self, state: np.ndarray, problem: Problem, step: Step) -> np.ndarray:
+        partition = problem.partition
+        masses = partition.block_sums(state)
+        uniform = np.divide(masses, partition.block_sizes)  # w_j / |Ω_j|, the block-uniform p
+        return kl_divergence(state, partition.broadcast(uniform), axis=_site_axes(problem))
+
+
+@attrs.frozen
+class VDelta:
+    """V_δ(p) = min_{q∈A_δ} D(p ‖ q) = D(w ‖ w*) (Proposition 1); needs a projector's δ."""
+
+    long_name: ClassVar[str] = "coarse-grained KL to the admissible set V_δ"
+    units: ClassVar[str] = "nat"
+    per_block: ClassVar[bool] = False
+    record_before_projection: ClassVar[bool] = True
+
+    def compute(self, state: np.ndarray, problem: Problem, step: Step) -> np.ndarray:
+        if step.tolerance is None:
+            raise ConfigError(
+                "the metric 'V_delta' needs a tolerance δ: add a [projector] table with "
+                "kind = \"vdelta\" and delta = …, or drop 'V_delta' from [record] metrics"
+            )
+        masses = problem.partition.block_sums(state)
+        projected, _ = project_masses(masses, *problem.bounds(step.tolerance))
+        return kl_divergence(masses, projected)
+
+
+@attrs.frozen
+class BlockMassError:
+    """E_block(p) = ‖w(p) − w^ref‖₁."""
+
+    long_name: ClassVar[str] = "L1 block-mass error E_block"
+    units: ClassVar[str] = "1"
+    per_block: ClassVar[bool] = False
+    record_before_projection: ClassVar[bool] = True
+
+    def compute(self, state: np.ndarray, problem: Problem, step: Step) -> np.ndarray:
+        masses = problem.partition.block_sums(state)
+        return np.abs(masses - problem.reference_masses).sum(axis=-1)
+
+
+@attrs.frozen
+class MeanSquaredError:
+    """mean_x (p̃(x) − x_data(x))² with p̃ = p · Σx_data: pixel error in data units²."""
+
+    long_name: ClassVar[str] = "mean squared error to the data image"
+    units: ClassVar[str] = "data intensity^2"
+    per_block: ClassVar[bool] = False
+    record_before_projection: ClassVar[bool] = False
+
+    def compute(self, state: np.ndarray, problem: Problem, step: Step) -> np.ndarray:
+        residual = state * problem.data_total - problem.data
+        return np.mean(residual**2, axis=_site_axes(problem))
+
+
+@attrs.frozen
+class BlockVariance:
+    """Variance of p̃ = p · Σx_data inside each block, (..., K), in data units²."""
+
+    long_name: ClassVar[str] = "within-block variance of the intensity"
+    units: ClassVar[str] = "data intensity^2"
+    per_block: ClassVar[bool] = True
+    record_before_projection: ClassVar[bool] = False
+
+    def compute(self, state: np.ndarray, problem: Problem, step: Step) -> np.ndarray:
+        partition = problem.partition
+        intensity = state * problem.data_total
+        means = partition.block_sums(intensity) / partition.block_sizes
+        deviation = intensity - partition.broadcast(means)
+        return partition.block_sums(deviation**2) / partition.block_sizes

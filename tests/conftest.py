@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+SMALL = {
+    "name": "small",
+    "steps": 6,
+    "members": 2,
+    "seed": 3,
+    "schemes": ["base", "proj"],
+    "data": {"kind": "checkerboard", "shape": [32, 32], "blocks": [4, 4]},
+    "initial": {"kind": "uniform-noise"},
+    "partition": {"kind": "blocks", "blocks": [4, 4]},
+    "kernel": {"kind": "geometric-mean", "beta": 0.05, "sigma": 0.5},
+    "projector": {"kind": "vdelta", "delta": 0.01},
+    "record": {"snapshots": [0, 3, 6]},
+}
+
+
+@pytest.fixture
+def small_config():
+    """A small, fast experiment mapping (32 × 32, 4 × 4 blocks, 6 steps, 2 members)."""
+
+    def make(**changes):
+        mapping = copy.deepcopy(SMALL)
+        for dotted, value in changes.items():
+            *tables, key = dotted.split("__")
+            target = mapping
+            for table in tables:
+                target = target.setdefault(table, {})
+            if value is None:
+                target.pop(key, None)
+            else:
+                target[key] = value
+        return mapping
+
+    return make

@@ -1,0 +1,81 @@
+"""A test plugin whose components break their contracts in chosen ways."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+import numpy as np
+
+import coarsekl
+
+
+@attrs.frozen(kw_only=True)
+class BrokenKernel:
+    """Returns a state that breaks the kernel contract from step ``at`` on."""
+
+    block_preserving: ClassVar[bool] = False
+    fault: str = "nan"
+    at: int = 2
+
+    def step(self, state, problem, step, rng):
+        if step.index < self.at:
+            return state.copy()
+        if self.fault == "nan":
+            broken = state.copy()
+            broken[..., 0, 0] = np.nan
+            return broken
+        if self.fault == "negative":
+            return state - 2 * state.max()
+        if self.fault == "unnormalised":
+            return state * 2
+        if self.fault == "shape":
+            return state[..., :-1, :]
+        raise ValueError(self.fault)
+
+
+@attrs.frozen(kw_only=True)
+class LeakToFirstBlock:
+    """Moves a fraction ``epsilon`` of all mass onto pixel (0, 0) every step."""
+
+    block_preserving: ClassVar[bool] = False
+    epsilon: float = 0.01
+
+    def step(self, state, problem, step, rng):
+        moved = (1 - self.epsilon) * state
+        moved[..., 0, 0] += self.epsilon
+        return moved
+
+
+@coarsekl.hookimpl
+def coarsekl_kernels():
+    return [
+        coarsekl.Component(name="broken", factory=BrokenKernel, summary="breaks its contract"),
+        coarsekl.Component(name="leak-to-corner", factory=LeakToFirstBlock, summary="leaks"),
+        coarsekl.Component(
+            name="false-preserver", factory=FalselyPreserving, summary="lies about leaking"
+        ),
+    ]
+
+
+@attrs.frozen(kw_only=True)
+class FalselyPreserving(LeakToFirstBlock):
+    """Claims to keep block masses but leaks."""
+
+    block_preserving: ClassVar[bool] = True
+
+
+@coarsekl.hookimpl
+def coarsekl_metrics():
+    return [coarsekl.Component(name="nan_metric", factory=NanMetric, summary="always NaN")]
+
+
+@attrs.frozen
+class NanMetric:
+    long_name: ClassVar[str] = "not a number"
+    units: ClassVar[str] = "1"
+    per_block: ClassVar[bool] = False
+    record_before_projection: ClassVar[bool] = False
+
+    def compute(self, state, problem, step):
+        return np.full(state.shape[:-2], np.nan)

@@ -1,0 +1,275 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tests.plugins import contract_breakers
+
+import coarsekl
+from coarsekl.errors import ConfigError, DataError, InfeasibleTargetError, PluginContractError
+
+
+@pytest.fixture(scope="module")
+def paper_restore():
+    return coarsekl.run("paper-restore")
+
+
+def test_paper_restore_projection_holds_the_block_masses(paper_restore):
+    """THEORY §6: projected E_block ≤ K·δ from step 1 on and V_δ = 0 after every projection."""
+    ds = paper_restore
+    proj = ds.sel(scheme="proj").isel(step=slice(1, None))
+    n_blocks = ds.sizes["block"]
+    assert (proj.E_block <= n_blocks * 0.01 + 1e-12).all()
+    assert (np.abs(proj.block_mass - ds.reference_mass) <= 0.01 + 1e-12).all()
+    assert float(proj.V_delta.max()) <= 1e-12
+    # the kernel keeps leaking; the projection absorbs it at every step
+    assert (proj.E_block_pre.isel(step=0) > n_blocks * 0.01).all()
+    assert (proj.V_delta_pre.isel(step=0) > 0.1).all()
+
+
+def test_paper_restore_baseline_decays_only_slowly(paper_restore):
+    base = paper_restore.sel(scheme="base", member=0)
+    n_blocks = paper_restore.sizes["block"]
+    assert (base.E_block.diff("step") < 0).all()
+    assert float(base.E_block.sel(step=10)) > 2 * n_blocks * 0.01
+    assert float(base.V_delta.sel(step=10)) > 0.01
+
+
+def test_paper_restore_images_are_comparable(paper_restore):
+    final = paper_restore.sel(step=40, member=0)
+    mse_base, mse_proj = float(final.mse.sel(scheme="base")), float(final.mse.sel(scheme="proj"))
+    assert mse_proj < 0.05 * float(paper_restore.mse.isel(step=0).max())
+    assert mse_proj <= 1.5 * mse_base
+    assert mse_base <= 1.5 * mse_proj
+
+
+def test_dataset_layout(paper_restore):
+    ds = paper_restore
+    assert dict(ds.sizes) == {
+        "scheme": 2,
+        "member": 1,
+        "step": 41,
+        "block": 16,
+        "y": 128,
+        "x": 128,
+        "snapshot": 4,
+    }
+    for name in ("V", "V_delta", "E_block", "mse", "leak", "V_delta_pre", "E_block_pre"):
+        assert ds[name].dims == ("scheme", "member", "step"), name
+    assert ds.block_mass.dims == ("scheme", "member", "step", "block")
+    assert ds.block_variance.dims == ("scheme", "member", "step", "block")
+    assert ds.clipped.dims == ("scheme", "member", "step", "block")
+    assert ds.state.dims == ("scheme", "member", "snapshot", "y", "x")
+    assert list(ds.snapshot.values) == [0, 10, 20, 40]
+    for name, variable in ds.variables.items():
+        assert "long_name" in variable.attrs, name
+        if name not in ("scheme", "clipped"):
+            assert "units" in variable.attrs, name
+    config = coarsekl.load_config("paper-restore")
+    assert coarsekl.load_config(__import__("tomllib").loads(ds.attrs["config"])) == config
+    assert ds.attrs["seed"] == 0
+    assert ds.attrs["coarsekl_version"] == coarsekl.__version__
+    assert "coarsekl_images.plugin" in ds.attrs["plugins"]
+
+
+def test_leak_and_pre_projection_record(paper_restore):
+    ds = paper_restore
+    base = ds.sel(scheme="base")
+    # the baseline is never projected: before == after, nothing clipped
+    np.testing.assert_array_equal(base.E_block_pre, base.E_block)
+    assert not base.clipped.any()
+    expected_leak = np.abs(ds.block_mass.diff("step")).sum("block")
+    np.testing.assert_allclose(
+        base.leak.isel(step=slice(1, None)), expected_leak.sel(scheme="base")
+    )
+    proj = ds.sel(scheme="proj")
+    # the first step leaves almost every block outside its band; clipped ones sit on a bound
+    assert int(proj.clipped.isel(step=1).sum()) >= 15
+    distance = np.abs(proj.block_mass - ds.reference_mass).where(proj.clipped)
+    np.testing.assert_allclose(distance.stack(i=distance.dims).dropna("i"), 0.01, rtol=1e-9)
+    assert (proj.E_block <= proj.E_block_pre + 1e-15).all()
+
+
+def test_schemes_share_random_numbers():
+    """With a projection that never binds, base and proj are the same trajectory."""
+    config = {
+        "steps": 4,
+        "members": 2,
+        "seed": 5,
+        "data": {"kind": "checkerboard", "shape": [16, 16], "blocks": [2, 2]},
+        "initial": {"kind": "uniform-noise"},
+        "partition": {"kind": "blocks", "blocks": [2, 2]},
+        "kernel": {"kind": "unsharp-mask", "alpha": 0.2, "sigma": 1.0, "noise": 0.5},
+        "projector": {"kind": "vdelta", "delta": 1.0},
+        "record": {"snapshots": [4]},
+    }
+    ds = coarsekl.run(config)
+    np.testing.assert_array_equal(ds.state.sel(scheme="base"), ds.state.sel(scheme="proj"))
+    assert not np.allclose(ds.state.isel(member=0), ds.state.isel(member=1))
+
+
+def test_member_streams_do_not_depend_on_the_ensemble_size(small_config):
+    two = coarsekl.run(
+        small_config(
+            members=2, kernel={"kind": "unsharp-mask", "alpha": 0.2, "sigma": 1.0, "noise": 0.3}
+        )
+    )
+    three = coarsekl.run(
+        small_config(
+            members=3, kernel={"kind": "unsharp-mask", "alpha": 0.2, "sigma": 1.0, "noise": 0.3}
+        )
+    )
+    np.testing.assert_array_equal(two.state, three.state.isel(member=[0, 1]))
+    np.testing.assert_array_equal(two.V, three.V.isel(member=[0, 1]))
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(small_config):
+    first, again = coarsekl.run(small_config()), coarsekl.run(small_config())
+    other = coarsekl.run(small_config(seed=4))
+    np.testing.assert_array_equal(first.state, again.state)
+    assert not np.allclose(first.state, other.state)
+
+
+def test_tightening_delta_schedule_is_followed(small_config):
+    schedule = {"schedule": "geometric", "start": 0.05, "stop": 0.005}
+    ds = coarsekl.run(small_config(projector__delta=schedule))
+    expected = 0.05 * (0.005 / 0.05) ** (np.arange(6) / 5)
+    np.testing.assert_allclose(ds.delta.isel(step=slice(1, None)), expected)
+    proj = ds.sel(scheme="proj").isel(step=slice(1, None))
+    assert (np.abs(proj.block_mass - ds.reference_mass) <= proj.delta + 1e-12).all()
+
+
+def test_block_mean_quantity_uses_intensity_units(small_config):
+    ds = coarsekl.run(small_config(quantity={"kind": "block-mean"}, projector__delta=0.05))
+    np.testing.assert_allclose(np.sort(np.unique(ds.reference_value.round(12))), [0.1, 0.9])
+    proj = ds.sel(scheme="proj").isel(step=slice(1, None))
+    means = proj.block_mass * ds.reference_value / ds.reference_mass
+    assert (np.abs(means - ds.reference_value) <= 0.05 + 1e-12).all()
+
+
+def test_label_map_partition_runs(tmp_path, small_config):
+    labels = np.zeros((32, 32), dtype=np.int64)
+    labels[:, 10:] = 7
+    labels[20:, :] = -3
+    np.save(tmp_path / "labels.npy", labels)
+    ds = coarsekl.run(
+        small_config(partition={"kind": "labels", "path": str(tmp_path / "labels.npy")})
+    )
+    assert list(ds.label.values) == [-3, 0, 7]
+    proj = ds.sel(scheme="proj").isel(step=slice(1, None))
+    assert (proj.E_block <= 3 * 0.01 + 1e-12).all()
+
+
+def test_forward_randomization_keeps_block_masses_and_decreases_v():
+    ds = coarsekl.run("forward-randomization")
+    masses = ds.block_mass.sel(scheme="base")
+    assert float(np.abs(masses - masses.isel(step=0)).max()) <= 1e-12
+    assert (ds.V.diff("step") <= 1e-14).all()
+    assert float(ds.V.isel(step=-1).max()) < 0.01 * float(ds.V.isel(step=0).min())
+
+
+def test_round_trip_runs_and_the_projection_holds(small_config):
+    config = coarsekl.load_config("round-trip").with_overrides(
+        {"steps": 8, "record.snapshots": [0, 8], "members": 1}
+    )
+    ds = coarsekl.run(config)
+    n_blocks = ds.sizes["block"]
+    proj = ds.sel(scheme="proj").isel(step=slice(1, None))
+    assert (proj.E_block <= n_blocks * 0.002 + 1e-12).all()
+    assert float(ds.sel(scheme="base").E_block.isel(step=-1).max()) > float(
+        proj.E_block.isel(step=-1).max()
+    )
+
+
+def test_callback_sees_every_step(small_config):
+    seen = []
+    coarsekl.run(small_config(), callback=lambda info: seen.append(info["step"]))
+    assert seen == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.fixture
+def plugin_manager():
+    pm = coarsekl.get_plugin_manager(autoload=False)
+    pm.register(contract_breakers)
+    return pm
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("nan", "NaN or inf"),
+        ("negative", "negative values"),
+        ("unnormalised", "not normalised"),
+        ("shape", "returned shape"),
+    ],
+)
+def test_kernel_contract_violations_name_the_plugin_and_step(
+    plugin_manager, small_config, fault, message
+):
+    config = small_config(kernel={"kind": "broken", "fault": fault, "at": 3})
+    with pytest.raises(PluginContractError) as error:
+        coarsekl.run(config, plugin_manager=plugin_manager)
+    assert "kernel 'broken'" in str(error.value)
+    assert "at step 3" in str(error.value)
+    assert message in str(error.value)
+
+
+def test_projection_absorbs_an_outside_kernels_leak(plugin_manager, small_config):
+    ds = coarsekl.run(
+        small_config(kernel={"kind": "leak-to-corner", "epsilon": 0.02}),
+        plugin_manager=plugin_manager,
+    )
+    proj = ds.sel(scheme="proj").isel(step=slice(2, None))
+    np.testing.assert_allclose(ds.sel(scheme="base").leak.isel(step=slice(1, None)), 0.0, atol=0.05)
+    assert (proj.E_block <= 16 * 0.01 + 1e-12).all()
+
+
+def test_infeasible_target_is_rejected_before_the_run(small_config):
+    config = small_config(quantity={"kind": "block-mass", "reference": [0.1] * 16})
+    with pytest.raises(InfeasibleTargetError, match="sum to 1.6"):
+        coarsekl.run(config)
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (-np.ones((8, 8)), "negative values"),
+        (np.zeros((8, 8)), "all zero"),
+        (np.full((8, 8), np.nan), "NaN or inf"),
+        (np.full((8, 8), np.inf), "NaN or inf"),
+    ],
+)
+def test_unusable_data_images_are_rejected(tmp_path, small_config, image, message):
+    np.save(tmp_path / "data.npy", image)
+    config = small_config(
+        data={"kind": "file", "path": str(tmp_path / "data.npy")},
+        partition={"kind": "blocks", "blocks": [2, 2]},
+    )
+    with pytest.raises(DataError, match=message):
+        coarsekl.run(config)
+
+
+def test_unknown_names_and_parameters_are_config_errors(small_config):
+    with pytest.raises(coarsekl.CoarseklError, match="did you mean 'geometric-mean'"):
+        coarsekl.run(small_config(kernel={"kind": "geometric_mean", "beta": 0.1}))
+    with pytest.raises(ConfigError, match="has no parameter 'betta' .did you mean 'beta'"):
+        coarsekl.run(small_config(kernel={"kind": "geometric-mean", "betta": 0.1}))
+    with pytest.raises(ConfigError, match="needs the parameter.* 'beta'"):
+        coarsekl.run(small_config(kernel={"kind": "geometric-mean"}))
+    with pytest.raises(ConfigError, match=r"\[kernel\] 'geometric-mean'"):
+        coarsekl.run(small_config(kernel={"kind": "geometric-mean", "beta": "a lot"}))
+    with pytest.raises(ConfigError, match="cannot be cut into 3 × 3"):
+        coarsekl.run(small_config(partition={"kind": "blocks", "blocks": [3, 3]}))
+    with pytest.raises(ConfigError, match="≥ 0"):
+        coarsekl.run(small_config(projector__delta=-0.1))
+
+
+def test_a_kernel_claiming_block_preservation_is_checked(plugin_manager, small_config):
+    config = small_config(kernel={"kind": "false-preserver", "epsilon": 0.01})
+    with pytest.raises(PluginContractError, match="declares block_preserving but changed"):
+        coarsekl.run(config, plugin_manager=plugin_manager)
+
+
+def test_a_metric_returning_nan_is_named(plugin_manager, small_config):
+    config = small_config(record__metrics=["V", "nan_metric"])
+    with pytest.raises(PluginContractError, match="metric 'nan_metric' returned NaN at step 0"):
+        coarsekl.run(config, plugin_manager=plugin_manager)
