@@ -112,8 +112,10 @@ def plot_metrics(ds):
                 _band(ax, ds[f"{name}_pre"].sel(scheme=scheme), pre)
         if name == "E_block" and np.isfinite(ds.delta.values[1:]).any():
             # |w_j − w_ref_j| ≤ δ / s_j after a projection (s_j: the quantity's scale)
-            bound = (ds.delta / _quantity_scale(ds)).sum("block")
-            ax.plot(ds.step, bound, color="0.4", linewidth=0.8, label="Σ_j δ/s_j bound (K·δ)")
+            scale = _quantity_scale(ds)
+            bound = (ds.delta / scale).sum("block")
+            label = "K·δ bound" if bool((scale == 1).all()) else "Σ_j δ/s_j bound"
+            ax.plot(ds.step, bound, color="0.4", linewidth=0.8, label=label)
         long_name = ds[name].attrs.get("long_name", name)
         ax.set_title(f"{name}: {long_name}" if long_name != name else name, fontsize=9)
         ax.set_xlabel("reverse step")

@@ -14,7 +14,6 @@ import numpy as np
 from coarsekl.errors import ConfigError
 from coarsekl.problem import Problem
 from coarsekl.schedules import Step
-
 from coarsekl_blocks.vdelta import kl_divergence, project_masses
 
 __all__ = ["BlockMassError", "BlockVariance", "MeanSquaredError", "VDelta", "WithinBlockV"]

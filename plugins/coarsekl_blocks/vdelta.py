@@ -178,6 +178,8 @@ class IdentityProjector:
         return None
 
     def project(self, state: np.ndarray, problem: Problem, step: Step) -> Projection:
-        clipped = np.zeros((*state.shape[: -len(problem.partition.site_shape)],
-                            problem.partition.n_blocks), dtype=bool)
+        clipped = np.zeros(
+            (*state.shape[: -len(problem.partition.site_shape)], problem.partition.n_blocks),
+            dtype=bool,
+        )
         return Projection(state, clipped)

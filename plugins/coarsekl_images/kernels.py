@@ -11,7 +11,6 @@ from coarsekl.errors import ConfigError
 from coarsekl.problem import Problem
 from coarsekl.random import MemberRandom
 from coarsekl.schedules import Schedule, Step, non_negative_schedule, schedule_field
-
 from coarsekl_images.filters import blockwise_gaussian, gaussian_smooth
 
 __all__ = ["BlockBlur", "GeometricMean", "UnsharpMask", "normalise"]
@@ -74,7 +73,9 @@ class UnsharpMask:
     def step(
         self, state: np.ndarray, problem: Problem, step: Step, rng: MemberRandom
     ) -> np.ndarray:
-        sharpened = state + self.alpha.at(step) * (state - gaussian_smooth(state, self.sigma.at(step)))
+        sharpened = state + self.alpha.at(step) * (
+            state - gaussian_smooth(state, self.sigma.at(step))
+        )
         noise = self.noise.at(step)
         if noise > 0:
             n_pixels = state.shape[-2] * state.shape[-1]
@@ -100,6 +101,6 @@ class BlockBlur:
         if not (isinstance(blocks, tuple) and len(blocks) == 2):
             raise ConfigError(
                 "the kernel 'block-blur' needs a rectangular grid partition "
-                "([partition] kind = \"blocks\"), not an irregular label map"
+                '([partition] kind = "blocks"), not an irregular label map'
             )
         return blockwise_gaussian(state, self.sigma.at(step), blocks)
