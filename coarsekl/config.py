@@ -9,7 +9,6 @@ parameters) and ``[record]`` (``metrics``, ``snapshots``). String parameters nam
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from coarsekl.errors import ConfigError
+from coarsekl.errors import ConfigError, did_you_mean
 
 __all__ = ["SCHEMES", "ComponentConfig", "ExperimentConfig", "RecordConfig", "load_config"]
 
@@ -34,11 +33,6 @@ TOP_LEVEL_KEYS = (
     *COMPONENT_TABLES,
     "record",
 )
-
-
-def _suggest(key: str, known: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _int_at_least(minimum: int):
@@ -108,7 +102,7 @@ class RecordConfig:
             raise ConfigError(f"[record] must be a table, got {table!r}")
         unknown = sorted(set(table) - {"metrics", "snapshots"})
         if unknown:
-            hint = _suggest(unknown[0], ["metrics", "snapshots"])
+            hint = did_you_mean(unknown[0], ["metrics", "snapshots"])
             raise ConfigError(
                 f"[record] has no key {unknown[0]!r}{hint}; it takes 'metrics' and 'snapshots'"
             )
@@ -183,7 +177,7 @@ class ExperimentConfig:
         for key in mapping:
             if key not in TOP_LEVEL_KEYS:
                 raise ConfigError(
-                    f"unknown config key {key!r}{_suggest(key, TOP_LEVEL_KEYS)}; known keys: "
+                    f"unknown config key {key!r}{did_you_mean(key, TOP_LEVEL_KEYS)}; known keys: "
                     f"{', '.join(TOP_LEVEL_KEYS)}"
                 )
         for required in ("steps", "data", "initial", "partition", "kernel"):
@@ -276,7 +270,7 @@ def load_config(
             available = ", ".join(registry.names("experiment"))
             raise ConfigError(
                 f"{str(source)!r} is neither a config file nor a named experiment"
-                f"{_suggest(str(source), registry.names('experiment'))}; named experiments: "
+                f"{did_you_mean(str(source), registry.names('experiment'))}; named experiments: "
                 f"{available}"
             )
         path = registry.lookup("experiment", str(source)).component.path

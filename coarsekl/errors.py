@@ -7,6 +7,9 @@ command line prints it without a traceback and exits with status 2.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 __all__ = [
     "CoarseklError",
     "ConfigError",
@@ -15,7 +18,14 @@ __all__ = [
     "OutputError",
     "PluginContractError",
     "PluginError",
+    "did_you_mean",
 ]
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest known name, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class CoarseklError(Exception):

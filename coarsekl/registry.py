@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from coarsekl.errors import ConfigError, PluginError
+from coarsekl.errors import ConfigError, PluginError, did_you_mean
 
 __all__ = ["KINDS", "Component", "Experiment", "Provider", "Registry"]
 
@@ -137,12 +137,7 @@ class Registry:
         unknown = sorted(set(params) - accepted) if accepted is not None else []
         if unknown:
             public = sorted(accepted - set(context))
-            hints = [
-                f"{key!r} (did you mean {difflib.get_close_matches(key, public, 1)[0]!r}?)"
-                if difflib.get_close_matches(key, public, 1)
-                else repr(key)
-                for key in unknown
-            ]
+            hints = [f"{key!r}{did_you_mean(key, public)}" for key in unknown]
             raise ConfigError(
                 f"{where} has no parameter {', '.join(hints)}; it accepts: "
                 f"{', '.join(public) or 'no parameters'}"

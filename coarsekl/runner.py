@@ -103,15 +103,18 @@ def build_experiment(config: ExperimentConfig, registry: Registry) -> BuiltExper
     return experiment
 
 
-def check_state(state: Any, expected_shape: tuple[int, ...], who: str, step: int) -> np.ndarray:
-    """Check what a plugin returned: shape, finite, non-negative, normalised."""
+def check_state(
+    state: Any, expected_shape: tuple[int, ...], site_ndim: int, who: str, step: int
+) -> np.ndarray:
+    """Check what a plugin returned: shape, finite, non-negative, normalised over the last
+    ``site_ndim`` axes."""
     where = f"{who} at step {step}"
     if not isinstance(state, np.ndarray) or state.shape != expected_shape:
         shape = getattr(state, "shape", type(state).__name__)
         raise PluginContractError(f"{where} returned shape {shape}, expected {expected_shape}")
     if state.dtype.kind != "f":
         raise PluginContractError(f"{where} returned dtype {state.dtype}, expected floats")
-    site_axes = tuple(range(2, state.ndim))
+    site_axes = tuple(range(-site_ndim, 0))
     if not np.isfinite(state).all():
         raise PluginContractError(f"{where} returned NaN or inf values")
     if state.min() < 0:
@@ -159,10 +162,11 @@ def run(
 
         steps = tqdm(steps, desc=config.name, unit="step", delay=0.5, leave=False)
     kernel_name = f"kernel {config.kernel.kind!r} ({experiment.providers[kernel_key]})"
+    site_ndim = len(problem.partition.site_shape)
     for index in steps:
         step = experiment.step_info(index)
         proposal = check_state(
-            kernel.step(state, problem, step, rng), state.shape, kernel_name, index
+            kernel.step(state, problem, step, rng), state.shape, site_ndim, kernel_name, index
         )
         proposal_masses = problem.partition.block_sums(proposal)
         if kernel.block_preserving:
@@ -177,9 +181,7 @@ def run(
         for i in projected_schemes:
             projection = experiment.projector.project(proposal[i], problem, step)
             who = f"projector {config.projector.kind!r}"
-            new_state[i] = check_state(
-                projection.state[None], (1, *proposal.shape[1:]), who, index
-            )[0]
+            new_state[i] = check_state(projection.state, proposal.shape[1:], site_ndim, who, index)
             clipped[i] = projection.clipped
         state = new_state
         masses = problem.partition.block_sums(state)

@@ -10,7 +10,7 @@ from coarsekl.problem import Problem
 from coarsekl.random import MemberRandom
 from coarsekl.schedules import Step
 from coarsekl_images.data import read_image
-from coarsekl_images.kernels import BlockBlur
+from coarsekl_images.kernels import BlockBlur, normalise
 
 __all__ = ["DataInitial", "FileInitial", "ForwardBlur", "UniformNoise"]
 
@@ -73,7 +73,7 @@ class ForwardBlur:
     def states(self, problem: Problem, rng: MemberRandom) -> np.ndarray:
         start = DataInitial() if self.start == "data" else UniformNoise()
         state = start.states(problem, rng)
-        state = state / state.sum(axis=(-2, -1), keepdims=True)
+        state = normalise(state)
         kernel = BlockBlur(sigma=self.sigma)
         for index in range(1, self.steps + 1):
             state = kernel.step(state, problem, Step(index, self.steps), rng)
