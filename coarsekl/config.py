@@ -21,6 +21,7 @@ from coarsekl.errors import ConfigError, did_you_mean
 __all__ = ["SCHEMES", "ComponentConfig", "ExperimentConfig", "RecordConfig", "load_config"]
 
 SCHEMES = ("base", "proj")
+DTYPES = ("float64", "float32")
 COMPONENT_TABLES = ("data", "initial", "partition", "quantity", "kernel", "projector")
 DEFAULT_METRICS = ("V", "V_delta", "E_block", "mse", "block_variance")
 TOP_LEVEL_KEYS = (
@@ -30,6 +31,7 @@ TOP_LEVEL_KEYS = (
     "members",
     "seed",
     "schemes",
+    "dtype",
     *COMPONENT_TABLES,
     "record",
 )
@@ -122,6 +124,14 @@ def _schemes(value) -> tuple[str, ...]:
     return schemes
 
 
+def _dtype(value) -> str:
+    if value not in DTYPES:
+        raise ConfigError(
+            f"dtype must be one of {list(DTYPES)} (the state's floating-point type), got {value!r}"
+        )
+    return value
+
+
 @attrs.frozen(kw_only=True)
 class ExperimentConfig:
     """A whole experiment; the same object drives the command line and ``coarsekl.run``."""
@@ -132,6 +142,7 @@ class ExperimentConfig:
     members: int = attrs.field(default=1, validator=_int_at_least(1))
     seed: int = attrs.field(default=0, validator=_int_at_least(0))
     schemes: tuple[str, ...] = attrs.field(default=SCHEMES, converter=_schemes)
+    dtype: str = attrs.field(default="float64", converter=_dtype)
     data: ComponentConfig
     initial: ComponentConfig
     partition: ComponentConfig
@@ -185,7 +196,7 @@ class ExperimentConfig:
                 raise ConfigError(f"the config needs {required!r}; see examples/paper-restore.toml")
         arguments: dict[str, Any] = {
             key: mapping[key]
-            for key in ("name", "description", "steps", "members", "seed", "schemes")
+            for key in ("name", "description", "steps", "members", "seed", "schemes", "dtype")
             if key in mapping
         }
         for table in COMPONENT_TABLES:
@@ -205,6 +216,7 @@ class ExperimentConfig:
             "members": self.members,
             "seed": self.seed,
             "schemes": list(self.schemes),
+            "dtype": self.dtype,
         }
         if self.description:
             mapping["description"] = self.description

@@ -16,7 +16,7 @@ import numpy as np
 
 from coarsekl._version import __version__
 from coarsekl.config import ComponentConfig, ExperimentConfig, load_config
-from coarsekl.errors import ConfigError, DataError, PluginContractError
+from coarsekl.errors import ConfigError, PluginContractError
 from coarsekl.interfaces import Kernel, Metric, Projector
 from coarsekl.manager import get_registry
 from coarsekl.problem import Problem, check_image
@@ -68,8 +68,6 @@ def build_experiment(config: ExperimentConfig, registry: Registry) -> BuiltExper
     image = check_image(
         data_source.image(generator_for(config.seed, Purpose.DATA)), "the data image"
     )
-    if image.ndim != 2:
-        raise DataError(f"the data image must be 2-D, got shape {image.shape}")
     partition = build("partition", config.partition, shape=image.shape)
     quantity = build("quantity", config.quantity)
     problem = Problem(partition=partition, quantity=quantity, data=image)
