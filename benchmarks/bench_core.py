@@ -1,27 +1,34 @@
-"""Core throughput benchmarks: whole runs, one projected step, the projection alone.
+"""Core performance benchmarks, each measured side by side in one process.
 
-Run: ``python benchmarks/bench_core.py`` (``--quick`` for a smoke run at tiny sizes).
-Reports medians over repeats and ratios to the elementwise floor (one np.log plus one
-np.exp over the same batch), measured in the same process.
+Run ``python benchmarks/bench_core.py`` for every table (a few minutes), ``--only NAME``
+for one of: restore, step, blocks, sizes, memory, startup; ``--quick`` for a smoke run at
+tiny sizes (what CI runs). Times are medians over repeats; ratios compare measurements
+taken in the same run, since these machines are noisy.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 import coarsekl
-from coarsekl.problem import Problem
-from coarsekl.random import MemberRandom, Purpose
-from coarsekl.schedules import Step
-from coarsekl_blocks.partitions import BlockGrid
-from coarsekl_blocks.quantities import BlockMass
-from coarsekl_blocks.vdelta import VDeltaProjector, project_masses
-from coarsekl_images.data import Checkerboard
-from coarsekl_images.kernels import GeometricMean
+from coarsekl.numerics import reference_numerics
+from coarsekl.runner import Engine, _MemorySnapshots, _Recorder, build_experiment
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import straightforward  # noqa: E402  (the baseline beside this file)
+
+RESTORE_METRICS = ["V", "V_delta", "E_block", "mse"]
 
 
 def median_time(function, repeats: int) -> float:
@@ -33,78 +40,233 @@ def median_time(function, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_run(quick: bool) -> None:
-    config = coarsekl.load_config("paper-restore")
-    if quick:
-        config = config.with_overrides({"steps": 2, "record.snapshots": [0, 2]})
-    seconds = median_time(lambda: coarsekl.run(config), 1 if quick else 5)
-    print(
-        f"| paper-restore run ({config.steps} steps, base + proj, 5 metrics) "
-        f"| {seconds * 1e3:.0f} ms |"
+def step_config(size: int, blocks: int, members: int, schemes=("proj",), dtype="float64"):
+    """A geometric-mean + V_δ run on a size × size checkerboard, no metrics, no snapshots."""
+    return coarsekl.load_config(
+        {
+            "name": "bench",
+            "steps": 1,
+            "members": members,
+            "schemes": list(schemes),
+            "dtype": dtype,
+            "data": {"kind": "checkerboard", "shape": [size, size], "blocks": [blocks, blocks]},
+            "initial": {"kind": "uniform-noise"},
+            "partition": {"kind": "blocks", "blocks": [blocks, blocks]},
+            "kernel": {"kind": "geometric-mean", "beta": 0.05, "sigma": 0.5},
+            "projector": {"kind": "vdelta", "delta": 0.1 / blocks**2},
+            "record": {"metrics": [], "snapshots": []},
+        }
     )
+
+
+def time_steps(config, repeats: int, threads: int | None = None) -> float:
+    """Median seconds of one engine step (kernel, checks, projection, block masses)."""
+    experiment = build_experiment(config, coarsekl.get_registry())
+    engine = Engine(experiment, threads=threads)
+    engine.start(_Recorder(experiment, _MemorySnapshots(experiment)))
+    engine.advance(1)  # compile and warm the caches
+    seconds = median_time(lambda: engine.advance(1), repeats)
+    engine.close()
+    return seconds
+
+
+def bench_restore(quick: bool) -> None:
+    """Target 1: coarsekl.run against the straightforward implementation."""
+    config = coarsekl.load_config("paper-restore").with_overrides(
+        {"record.metrics": RESTORE_METRICS, "record.snapshots": [0, 40]}
+    )
+    if quick:
+        config = config.with_overrides({"steps": 3, "record.snapshots": [0, 3]})
+    registry = coarsekl.get_registry()
+    experiment = build_experiment(config, registry)
+    kernel, projector = config.kernel.params, config.projector.params
+
+    def baseline():
+        return straightforward.restore(
+            experiment.problem.data,
+            experiment.initial_states[0],
+            tuple(config.partition.params["blocks"]),
+            config.steps,
+            kernel["beta"],
+            kernel["sigma"],
+            projector["delta"],
+        )
+
+    dataset = coarsekl.run(config, registry=registry)
+    expected = baseline()
+    worst = max(
+        float(np.max(np.abs(dataset[name].sel(scheme=scheme, member=0).values - values)))
+        for scheme in ("base", "proj")
+        for name, values in expected[scheme].items()
+    )
+    worst_pre = max(
+        float(np.max(np.abs(dataset[f"{name}_pre"].sel(scheme="proj", member=0).values - values)))
+        for name, values in expected["proj_pre"].items()
+    )
+    repeats = 1 if quick else 7
+    fast = median_time(lambda: coarsekl.run(config, registry=registry), repeats)
+    with reference_numerics():
+        coarsekl.run(config, registry=registry)
+        reference = median_time(lambda: coarsekl.run(config, registry=registry), repeats)
+    slow = median_time(baseline, max(1, repeats // 2))
+    print("\n### Target 1: paper-restore against the straightforward implementation\n")
+    print("| implementation | median | speed-up |\n|---|---|---|")
+    print(f"| straightforward (loops over blocks, bisection) | {slow * 1e3:.1f} ms | 1.0× |")
+    print(
+        f"| coarsekl.run, plain-numpy path | {reference * 1e3:.1f} ms | {slow / reference:.1f}× |"
+    )
+    print(f"| coarsekl.run, compiled path | {fast * 1e3:.1f} ms | {slow / fast:.1f}× |")
+    print(f"\nlargest metric difference: {max(worst, worst_pre):.2e}")
 
 
 def bench_step(quick: bool) -> None:
+    """Target 2: one projected geometric-mean step against the log + exp floor."""
     size = 32 if quick else 128
+    print(f"\n### Target 2: one projected geometric-mean step, {size} × {size}, 4 × 4 blocks\n")
     print(
-        "\n| members | step (kernel + projection + masses) | log+exp floor | ratio "
-        "| pixel-steps/s |"
+        "| members | threads | step | np.log + np.exp floor | step / floor | pixel-steps/s |\n"
+        "|---|---|---|---|---|---|"
     )
-    print("|---|---|---|---|---|")
-    partition = BlockGrid(shape=(size, size), blocks=(4, 4))
-    problem = Problem(
-        partition=partition,
-        quantity=BlockMass(),
-        data=Checkerboard(shape=(size, size)).image(np.random.default_rng(0)),
-    )
-    kernel = GeometricMean(beta=0.05, sigma=0.5)
-    projector = VDeltaProjector(delta=0.01)
+    repeats = 3 if quick else 15
     for members in (1, 4) if quick else (1, 16, 64, 256):
-        rng = MemberRandom.from_seed(0, Purpose.KERNEL, members)
-        state = rng.uniform((size, size))
-        state /= state.sum(axis=(-2, -1), keepdims=True)
-        step = Step(1, 40, 0.01)
+        for threads in (1, 2):
+            config = step_config(size, 4, members)
+            batch = np.random.default_rng(0).uniform(0.1, 1.0, (members, size, size))
+            floor = median_time(lambda b=batch: np.exp(np.log(b)), repeats)
+            seconds = time_steps(config, repeats, threads)
+            rate = members * size * size / seconds
+            print(
+                f"| {members} | {threads} | {seconds * 1e3:.2f} ms | {floor * 1e3:.2f} ms "
+                f"| {seconds / floor:.2f}× | {rate / 1e6:.0f} M |"
+            )
 
-        def one_step(state=state, rng=rng, step=step):
-            proposal = kernel.step(state, problem, step, rng)
-            projected = projector.project(proposal, problem, step).state
-            partition.block_sums(projected)
 
-        def floor(state=state):
-            np.exp(np.log(state))
-
-        repeats = 3 if quick else 7
-        step_time, floor_time = median_time(one_step, repeats), median_time(floor, repeats)
-        rate = members * size * size / step_time
+def bench_blocks(quick: bool) -> None:
+    """Target 3: step time against the number of blocks K at a fixed image size."""
+    size = 64 if quick else 1024
+    counts = (2, 8) if quick else (4, 16, 32, 64, 128, 256)
+    print(f"\n### Target 3: scaling in blocks, {size} × {size}, one member\n")
+    print("| blocks | K | step | projection alone | projection share |\n|---|---|---|---|---|")
+    repeats = 3 if quick else 9
+    for blocks in counts:
+        config = step_config(size, blocks, 1)
+        step = time_steps(config, repeats)
+        experiment = build_experiment(config, coarsekl.get_registry())
+        state = experiment.initial_states[None].copy()
+        info = experiment.step_info(1)
+        projection = median_time(
+            lambda s=state, e=experiment, i=info: e.projector.project(s[0], e.problem, i), repeats
+        )
         print(
-            f"| {members} | {step_time * 1e3:.2f} ms | {floor_time * 1e3:.2f} ms "
-            f"| {step_time / floor_time:.1f}× | {rate / 1e6:.1f} M |"
+            f"| {blocks} × {blocks} | {blocks**2} | {step * 1e3:.2f} ms "
+            f"| {projection * 1e3:.2f} ms | {projection / step:.0%} |"
         )
 
 
-def bench_projection(quick: bool) -> None:
-    print("\n| blocks K | project_masses, batch 16 | per block |")
-    print("|---|---|---|")
-    rng = np.random.default_rng(0)
-    for n_blocks in (16, 256) if quick else (16, 256, 4096, 16384, 65536):
-        masses = rng.dirichlet(np.ones(n_blocks), size=16)
-        reference = rng.dirichlet(np.ones(n_blocks))
-        delta = 0.1 / n_blocks
-        lower, upper = np.maximum(reference - delta, 0), np.minimum(reference + delta, 1)
+def bench_sizes(quick: bool) -> None:
+    """Target 4: step time per pixel from 64 × 64 to 2048 × 2048 (same pixels per batch)."""
+    sizes = (32, 64) if quick else (64, 128, 256, 512, 1024, 2048)
+    total = sizes[-1] ** 2
+    print(f"\n### Target 4: scaling in image size, 4 × 4 blocks, batch of {sizes[-1]}² pixels\n")
+    print("| size | members | step | per pixel | vs 64² |\n|---|---|---|---|---|")
+    repeats = 3 if quick else 7
+    first = None
+    for size in sizes:
+        members = total // size**2
+        seconds = time_steps(step_config(size, 4, members), repeats)
+        per_pixel = seconds / total
+        first = first or per_pixel
+        print(
+            f"| {size} × {size} | {members} | {seconds * 1e3:.1f} ms "
+            f"| {per_pixel * 1e9:.2f} ns | {per_pixel / first:.2f}× |"
+        )
+
+
+MEMORY_SCRIPT = """
+import json, resource, sys, tempfile, pathlib
+import coarsekl
+config = coarsekl.load_config(json.loads(sys.argv[1]))
+tiny = config.with_overrides({"members": 1, "steps": 1, "record.snapshots": [0, 1]})
+with tempfile.TemporaryDirectory() as folder:  # imports and compiles everything
+    coarsekl.run(tiny, output=pathlib.Path(folder) / "tiny.nc").close()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with tempfile.TemporaryDirectory() as folder:
+    dataset = coarsekl.run(config, output=pathlib.Path(folder) / "run.nc")
+    dataset.close()
+print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_memory_mib(config) -> tuple[float, float]:
+    """(peak RSS, peak RSS added by the run) in MiB, in a fresh process that runs
+    ``config`` to a file; the second excludes the libraries loaded before the run."""
+    result = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, json.dumps(config.to_mapping())],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    before, peak = (int(value) / 1024 for value in result.stdout.split()[-2:])
+    return peak, peak - before
+
+
+def bench_memory(quick: bool) -> None:
+    """Target 5: peak memory against the number of snapshots, and float32 against float64."""
+    size, members, steps = (64, 2, 10) if quick else (512, 16, 100)
+    state_mib = 2 * members * size**2 * 8 / 2**20
+    print(f"\n### Target 5: peak memory, {members} members × {size}², {steps} steps, to a file\n")
+    print(f"(one float64 batch of states, base + proj: {state_mib:.0f} MiB)\n")
+    print(
+        "| dtype | snapshots | peak RSS | added by the run | vs 11 snapshots |\n"
+        "|---|---|---|---|---|"
+    )
+    for dtype in ("float64", "float32"):
+        peaks = {}
+        for count in (11, steps + 1):
+            snapshots = sorted({round(i * steps / (count - 1)) for i in range(count)})
+            config = step_config(size, 4, members, ("base", "proj"), dtype).with_overrides(
+                {"steps": steps, "record.snapshots": snapshots, "record.metrics": None}
+            )
+            peak, added = peak_memory_mib(config)
+            peaks[count] = peak
+            print(
+                f"| {dtype} | {len(snapshots)} | {peak:.0f} MiB | {added:.0f} MiB "
+                f"| {peak / peaks[11]:.2f}× |"
+            )
+
+
+def bench_startup(quick: bool) -> None:
+    """Target 6: command-line start-up."""
+    print("\n### Target 6: start-up\n\n| command | median |\n|---|---|")
+    command = [sys.executable, "-m", "coarsekl"]
+    env = {**os.environ, "COARSEKL_DISABLE_PLUGIN_AUTOLOAD": ""}
+    for arguments in (["--help"], ["plugins"]):
         seconds = median_time(
-            lambda m=masses, a=lower, b=upper: project_masses(m, a, b), 3 if quick else 7
+            lambda a=arguments: subprocess.run(
+                command + a, capture_output=True, check=True, env=env
+            ),
+            3 if quick else 7,
         )
-        print(f"| {n_blocks} | {seconds * 1e3:.3f} ms | {seconds / n_blocks / 16 * 1e9:.0f} ns |")
+        print(f"| coarsekl {' '.join(arguments)} | {seconds:.2f} s |")
+
+
+BENCHMARKS = {
+    "restore": bench_restore,
+    "step": bench_step,
+    "blocks": bench_blocks,
+    "sizes": bench_sizes,
+    "memory": bench_memory,
+    "startup": bench_startup,
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
-    quick = parser.parse_args().quick
-    print("| workload | median |\n|---|---|")
-    bench_run(quick)
-    bench_step(quick)
-    bench_projection(quick)
+    parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
+    args = parser.parse_args()
+    for name in args.only or BENCHMARKS:
+        BENCHMARKS[name](args.quick)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ _LAZY = {
     "MemberRandom": "coarsekl.random",
     "Step": "coarsekl.schedules",
     "CoarseklError": "coarsekl.errors",
+    "sweep": "coarsekl.sweeps",
+    "open_sweep": "coarsekl.sweeps",
+    "SweepConfig": "coarsekl.sweeps",
 }
 
 __all__ = [
@@ -47,14 +50,17 @@ __all__ = [
     "Projection",
     "RecordConfig",
     "Step",
+    "SweepConfig",
     "__version__",
     "get_plugin_manager",
     "get_registry",
     "hookimpl",
     "load_config",
+    "open_sweep",
     "open_trajectory",
     "run",
     "save_trajectory",
+    "sweep",
 ]
 
 if TYPE_CHECKING:
@@ -68,6 +74,7 @@ if TYPE_CHECKING:
     from coarsekl.registry import Component, Experiment
     from coarsekl.runner import run
     from coarsekl.schedules import Step
+    from coarsekl.sweeps import SweepConfig, open_sweep, sweep
 
 
 def __getattr__(name: str):

@@ -6,6 +6,7 @@ Bad input exits with status 2 and one line saying what is wrong, never a traceba
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ def _parse_override(text: str) -> tuple[str, object]:
 
 def _command_run(args: argparse.Namespace) -> int:
     from coarsekl.config import load_config
-    from coarsekl.io import prepare_output_dir, save_trajectory
+    from coarsekl.io import prepare_output_dir
     from coarsekl.manager import get_registry
     from coarsekl.plotting import save_figures
     from coarsekl.runner import run
@@ -39,9 +40,11 @@ def _command_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, registry=registry)
     if args.set:
         config = config.with_overrides(dict(_parse_override(item) for item in args.set))
+    if config.sweep is not None:
+        config = _without_sweep(config, quiet=args.quiet)
     folder = prepare_output_dir(args.out)
-    dataset = run(config, registry=registry, progress=not args.quiet)
-    path = save_trajectory(dataset, folder / f"{config.name}.nc")
+    path = folder / f"{config.name}.nc"
+    dataset = run(config, registry=registry, progress=not args.quiet, output=path)
     figures = [] if args.no_figures else save_figures(dataset, folder, config.name)
     if not args.quiet:
         print(f"wrote {path}")
@@ -50,16 +53,104 @@ def _command_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _without_sweep(config, *, quiet: bool):
+    """``coarsekl run`` of a config with a [sweep] table runs the base experiment alone."""
+    import attrs
+
+    if not quiet:
+        print(
+            "coarsekl: note: 'run' ignores the [sweep] table and runs the base experiment; "
+            "use 'coarsekl sweep CONFIG --out DIR' to run the sweep",
+            file=sys.stderr,
+        )
+    return attrs.evolve(config, sweep=None)
+
+
+def _command_sweep(args: argparse.Namespace) -> int:
+    from coarsekl.config import load_config
+    from coarsekl.sweeps import open_sweep, save_sweep_figures, sweep
+    from coarsekl.sweeps.execute import exit_status
+
+    config = load_config(args.config)
+    if args.set:
+        config = config.with_overrides(dict(_parse_override(item) for item in args.set))
+    signal.signal(signal.SIGTERM, _interrupt)  # a batch system's SIGTERM: stop like Ctrl-C
+    try:
+        result = sweep(
+            config,
+            args.out,
+            serial=args.serial,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            threads_per_worker=args.threads_per_worker,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            connect_timeout=args.connect_timeout,
+        )
+    except KeyboardInterrupt:
+        print(
+            "coarsekl: interrupted; the finished points are kept, and re-running the same "
+            "command completes the rest",
+            file=sys.stderr,
+        )
+        return 130
+    figures = []
+    if not args.no_figures and result.failed < result.total:
+        figures = save_sweep_figures(
+            open_sweep(result.folder, allow_missing=True), result.folder, config.name
+        )
+    if not args.quiet:
+        print(
+            f"{result.total} points: {result.completed} run now, {result.skipped} already "
+            f"finished, {result.failed} failed; wrote {result.folder}"
+        )
+        for figure in figures:
+            print(f"wrote {figure}")
+    for failure in result.failures if args.quiet else ():
+        print(f"coarsekl: {failure.describe()}", file=sys.stderr)
+    if result.failed:
+        print(
+            f"coarsekl: {result.failed} of {result.total} points failed (details in "
+            f"{result.folder / 'failures.json'}); re-run the same command to retry them",
+            file=sys.stderr,
+        )
+    return exit_status(result)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def _command_plot(args: argparse.Namespace) -> int:
     from coarsekl.io import open_trajectory, prepare_output_dir
     from coarsekl.plotting import save_figures
 
+    if Path(args.file).is_dir():
+        return _plot_sweep(args)
     dataset = open_trajectory(args.file)
     folder = prepare_output_dir(args.out or Path(args.file).parent)
     for figure in save_figures(dataset, folder, Path(args.file).stem):
         if not args.quiet:
             print(f"wrote {figure}")
     return 0
+
+
+def _plot_sweep(args: argparse.Namespace) -> int:
+    from coarsekl.io import prepare_output_dir
+    from coarsekl.sweeps import open_sweep, read_manifest, save_sweep_figures
+
+    name = read_manifest(args.file)["name"]
+    folder = prepare_output_dir(args.out or args.file)
+    for figure in save_sweep_figures(open_sweep(args.file, allow_missing=True), folder, name):
+        if not args.quiet:
+            print(f"wrote {figure}")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}")
+    return int(text)
 
 
 def _command_plugins(args: argparse.Namespace) -> int:
@@ -125,8 +216,46 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--no-figures", action="store_true", help="write only the .nc file")
     run_parser.set_defaults(handler=_command_run)
 
-    plot_parser = commands.add_parser("plot", help="redraw the figures of a trajectory file")
-    plot_parser.add_argument("file", metavar="FILE.nc")
+    sweep_parser = commands.add_parser(
+        "sweep",
+        help="run the [sweep] of a config, one point per task (dask), into DIR; resumable",
+    )
+    sweep_parser.add_argument("config", metavar="CONFIG", help="a TOML file with a [sweep] table")
+    sweep_parser.add_argument(
+        "--out", required=True, metavar="DIR", help="sweep folder (re-use it to resume)"
+    )
+    sweep_parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a base config value"
+    )
+    where = sweep_parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--scheduler", metavar="ADDRESS", help="an existing dask scheduler, e.g. tcp://host:8786"
+    )
+    where.add_argument("--serial", action="store_true", help="run in this process, no dask")
+    sweep_parser.add_argument(
+        "--workers", type=_positive_int, metavar="N", help="local cluster: worker processes"
+    )
+    sweep_parser.add_argument(
+        "--threads-per-worker", type=_positive_int, metavar="N", help="local cluster: threads"
+    )
+    sweep_parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to try to reach --scheduler (default: 10)",
+    )
+    sweep_parser.add_argument(
+        "--overwrite", action="store_true", help="delete a different sweep found in DIR"
+    )
+    sweep_parser.add_argument("--quiet", action="store_true", help="no progress bar, no output")
+    sweep_parser.add_argument("--no-figures", action="store_true", help="no sweep figure")
+    sweep_parser.set_defaults(handler=_command_sweep)
+
+    plot_parser = commands.add_parser(
+        "plot", help="redraw the figures of a trajectory file, or of a sweep folder"
+    )
+    plot_parser.add_argument("file", metavar="FILE.nc|DIR")
     plot_parser.add_argument("--out", metavar="DIR", help="folder for the PNGs (default: beside)")
     plot_parser.add_argument("--quiet", action="store_true")
     plot_parser.set_defaults(handler=_command_plot)

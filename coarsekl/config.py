@@ -4,7 +4,9 @@ An experiment is a TOML file with the top-level keys ``name``, ``steps``, ``memb
 ``seed``, ``schemes`` and the tables ``[data]``, ``[initial]``, ``[partition]``,
 ``[quantity]``, ``[kernel]``, ``[projector]`` (each with ``kind`` and that plugin's
 parameters) and ``[record]`` (``metrics``, ``snapshots``). String parameters named
-``path`` are resolved relative to the config file's folder.
+``path`` are resolved relative to the config file's folder. An optional ``[sweep]`` table
+(see :mod:`coarsekl.sweeps.spec`) describes a parameter sweep over the experiment; it is
+used by ``coarsekl sweep`` and ignored by a single run.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from coarsekl.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from coarsekl.sweeps.spec import SweepConfig
 
 __all__ = ["SCHEMES", "ComponentConfig", "ExperimentConfig", "RecordConfig", "load_config"]
 
@@ -34,6 +39,7 @@ TOP_LEVEL_KEYS = (
     "dtype",
     *COMPONENT_TABLES,
     "record",
+    "sweep",
 )
 
 
@@ -132,6 +138,13 @@ def _dtype(value) -> str:
     return value
 
 
+def _optional_sweep(instance, attribute, value) -> None:
+    from coarsekl.sweeps.spec import SweepConfig
+
+    if value is not None and not isinstance(value, SweepConfig):
+        raise ConfigError(f"'sweep' must be a coarsekl.SweepConfig or None, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class ExperimentConfig:
     """A whole experiment; the same object drives the command line and ``coarsekl.run``."""
@@ -150,6 +163,7 @@ class ExperimentConfig:
     kernel: ComponentConfig
     projector: ComponentConfig | None = None
     record: RecordConfig = RecordConfig()
+    sweep: SweepConfig | None = attrs.field(default=None, validator=_optional_sweep)
 
     def __attrs_post_init__(self) -> None:
         if "proj" in self.schemes and self.projector is None:
@@ -204,6 +218,10 @@ class ExperimentConfig:
                 arguments[table] = ComponentConfig.from_mapping(mapping[table], table, base)
         if "record" in mapping:
             arguments["record"] = RecordConfig.from_mapping(mapping["record"])
+        if "sweep" in mapping:
+            from coarsekl.sweeps.spec import SweepConfig
+
+            arguments["sweep"] = SweepConfig.from_mapping(mapping["sweep"])
         for key in ("name", "description"):
             if key in arguments and not isinstance(arguments[key], str):
                 raise ConfigError(f"{key!r} must be a string, got {arguments[key]!r}")
@@ -230,6 +248,8 @@ class ExperimentConfig:
             for key, value in attrs.asdict(self.record).items()
             if value is not None
         }
+        if self.sweep is not None:
+            mapping["sweep"] = self.sweep.to_mapping()
         return mapping
 
     def to_toml(self) -> str:

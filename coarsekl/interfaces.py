@@ -82,7 +82,13 @@ class Kernel(Protocol):
 
     Randomness comes only from ``rng`` (one stream per ensemble member, shared by all
     schemes: common random numbers). ``block_preserving`` declares that block masses are
-    kept exactly.
+    kept exactly. ``state`` has shape ``(scheme, member, *site_shape)`` and keeps the run's
+    dtype (float64 or float32).
+
+    Members evolve independently, so the runner may call ``step`` on any group of members
+    (with the matching ``rng``), from several threads at once: keep ``step`` free of shared
+    mutable state. A kernel that couples members (an interacting ensemble) sets the class
+    attribute ``couples_members = True`` and always receives the whole ensemble.
     """
 
     block_preserving: ClassVar[bool]

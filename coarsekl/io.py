@@ -59,21 +59,33 @@ def _umask() -> int:
     return mask
 
 
-def save_trajectory(dataset, path: str | Path, *, complevel: int = 4) -> Path:
-    """Write a trajectory to compressed netCDF4, atomically; return the path."""
+def save_trajectory(dataset, path: str | Path, *, complevel: int = 4, mode: str = "w") -> Path:
+    """Write a trajectory to compressed netCDF4 and return the path.
+
+    ``mode="w"`` (the default) writes atomically: a temporary file renamed into place.
+    ``mode="a"`` adds the dataset's variables to an existing netCDF4 file in place (used by
+    the runner to complete a file whose snapshots were streamed into it).
+    """
     path = Path(path)
     encoding = {
         name: {"zlib": True, "complevel": complevel}
         for name, variable in dataset.variables.items()
         if variable.dtype.kind in "fiub"
     }
+    if mode == "a":
+        dataset.to_netcdf(path, mode="a", engine="netcdf4", format="NETCDF4", encoding=encoding)
+        return path
     with atomic_path(path) as temporary:
         dataset.to_netcdf(temporary, engine="netcdf4", format="NETCDF4", encoding=encoding)
     return path
 
 
-def open_trajectory(path: str | Path):
-    """Load a trajectory written by coarsekl fully into memory (the file is closed)."""
+def open_trajectory(path: str | Path, *, lazy: bool = False):
+    """Open a trajectory written by coarsekl.
+
+    By default everything is loaded into memory and the file is closed; with ``lazy=True``
+    the variables are read from the file when used (for snapshots larger than memory).
+    """
     import xarray as xr
 
     import coarsekl.accessor  # noqa: F401  (registers ds.coarsekl)
@@ -82,6 +94,8 @@ def open_trajectory(path: str | Path):
     if not path.is_file():
         raise DataError(f"trajectory file {str(path)!r} does not exist")
     try:
+        if lazy:
+            return xr.open_dataset(path, engine="netcdf4")
         with xr.open_dataset(path, engine="netcdf4") as dataset:
             return dataset.load()
     except (OSError, ValueError) as error:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections.abc import Callable, Hashable
+from typing import Any
+
 import attrs
 import numpy as np
 
@@ -9,6 +14,8 @@ from coarsekl.errors import DataError, InfeasibleTargetError
 from coarsekl.interfaces import CoarseQuantity, Partition
 
 __all__ = ["Problem", "check_image"]
+
+RECENT_MASSES = 4  # block masses remembered per thread (arrays of the current step)
 
 
 def check_image(image: np.ndarray, what: str, site_shape: tuple[int, ...] | None = None):
@@ -54,6 +61,8 @@ class Problem:
     data_state: np.ndarray = attrs.field(init=False)
     scale: np.ndarray = attrs.field(init=False)
     reference_masses: np.ndarray = attrs.field(init=False)
+    _memo: dict = attrs.field(init=False, factory=dict, repr=False)
+    _recent_masses: threading.local = attrs.field(init=False, factory=threading.local, repr=False)
 
     def __attrs_post_init__(self) -> None:
         data = check_image(self.data, "the data image", self.partition.site_shape)
@@ -82,6 +91,33 @@ class Problem:
         object.__setattr__(self, "scale", scale)
         object.__setattr__(self, "reference_masses", reference)
 
+    def block_masses(self, state: np.ndarray) -> np.ndarray:
+        """w(p) = ``partition.block_sums(state)``, (..., K), read-only.
+
+        States are never changed in place, so the masses of the last few state arrays seen
+        by this thread are remembered: the runner, the projector and every metric ask for
+        the masses of the same arrays within a step, and only the first asks pays.
+        """
+        entries = getattr(self._recent_masses, "entries", None)
+        if entries is None:
+            entries = self._recent_masses.entries = []
+        for reference, masses in entries:
+            if reference() is state:
+                return masses
+        masses = self.partition.block_sums(state)
+        masses.flags.writeable = False
+        entries.insert(0, (weakref.ref(state), masses))
+        del entries[RECENT_MASSES:]
+        return masses
+
+    def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """A value derived from the problem, computed on first use and kept (for example
+        ``log q_data`` for a kernel): the problem never changes during a run."""
+        try:
+            return self._memo[key]
+        except KeyError:
+            return self._memo.setdefault(key, compute())
+
     @property
     def reference_values(self) -> np.ndarray:
         """The reference in the coarse quantity's units, shape (K,)."""
@@ -93,6 +129,9 @@ class Problem:
         δ is in the coarse quantity's units (s_j its scale). Raises InfeasibleTargetError
         when Σa > 1 or Σb < 1 (then no state meets the bounds).
         """
+        return self.memo(("bounds", float(delta)), lambda: self._bounds(delta))
+
+    def _bounds(self, delta: float) -> tuple[np.ndarray, np.ndarray]:
         if not np.isfinite(delta) or delta < 0:
             raise InfeasibleTargetError(f"the tolerance δ must be finite and ≥ 0, got {delta}")
         half_width = delta / self.scale

@@ -45,6 +45,10 @@ class MemberRandom:
     def members(self) -> int:
         return len(self.generators)
 
+    def subset(self, members: slice) -> MemberRandom:
+        """The streams of a group of members (the same generator objects, not copies)."""
+        return MemberRandom(self.generators[members])
+
     def normal(self, event_shape: tuple[int, ...], dtype=np.float64) -> np.ndarray:
         """Standard normal draws, ``(members, *event_shape)``."""
         out = np.empty((self.members, *event_shape), dtype=dtype)

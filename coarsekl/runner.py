@@ -7,8 +7,12 @@ numbers) and the differences between schemes are due to the projection alone.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -18,16 +22,20 @@ from coarsekl._version import __version__
 from coarsekl.config import ComponentConfig, ExperimentConfig, load_config
 from coarsekl.errors import ConfigError, PluginContractError
 from coarsekl.interfaces import Kernel, Metric, Projector
+from coarsekl.io import atomic_path, open_trajectory, save_trajectory
 from coarsekl.manager import get_registry
+from coarsekl.numerics import compiled_enabled
 from coarsekl.problem import Problem, check_image
 from coarsekl.random import MemberRandom, Purpose, generator_for
 from coarsekl.registry import Registry
 from coarsekl.schedules import Step
 
-__all__ = ["BuiltExperiment", "build_experiment", "run"]
+__all__ = ["BuiltExperiment", "Engine", "build_experiment", "default_threads", "run"]
 
-NORMALISATION_TOLERANCE = 1e-8
-BLOCK_MASS_TOLERANCE = 1e-9
+THREADS_ENV = "COARSEKL_THREADS"
+GROUP_BYTES = 1 << 20  # members per group: about this many bytes of state (cache-sized)
+COMPRESSION_LEVEL = 4  # zlib level of the netCDF output
+STATE_ATTRIBUTES = {"long_name": "state p (probability per pixel)", "units": "1"}
 RESERVED_NAMES = {
     "state", "block_mass", "leak", "clipped", "data", "delta", "reference_mass",
     "reference_value", "scheme", "member", "step", "block", "snapshot", "y", "x",
@@ -102,28 +110,47 @@ def build_experiment(config: ExperimentConfig, registry: Registry) -> BuiltExper
 
 
 def check_state(
-    state: Any, expected_shape: tuple[int, ...], site_ndim: int, who: str, step: int
+    state: Any,
+    expected_shape: tuple[int, ...],
+    site_ndim: int,
+    who: str,
+    step: int,
+    dtype: str = "float64",
 ) -> np.ndarray:
     """Check what a plugin returned: shape, finite, non-negative, normalised over the last
-    ``site_ndim`` axes."""
+    ``site_ndim`` axes; return it in the run's ``dtype``."""
     where = f"{who} at step {step}"
     if not isinstance(state, np.ndarray) or state.shape != expected_shape:
         shape = getattr(state, "shape", type(state).__name__)
         raise PluginContractError(f"{where} returned shape {shape}, expected {expected_shape}")
     if state.dtype.kind != "f":
         raise PluginContractError(f"{where} returned dtype {state.dtype}, expected floats")
-    site_axes = tuple(range(-site_ndim, 0))
-    if not np.isfinite(state).all():
+    dtype = np.dtype(dtype)
+    state = state.astype(dtype, copy=False)
+    totals, smallest, finite = _summary(state, site_ndim)
+    if not finite:
         raise PluginContractError(f"{where} returned NaN or inf values")
-    if state.min() < 0:
-        raise PluginContractError(f"{where} returned negative values (min {state.min():.3g})")
-    totals = state.sum(axis=site_axes)
+    if smallest < 0:
+        raise PluginContractError(f"{where} returned negative values (min {smallest:.3g})")
     worst = float(np.max(np.abs(totals - 1)))
-    if worst > NORMALISATION_TOLERANCE:
+    if worst > _TOLERANCES[dtype.name].normalisation:
         raise PluginContractError(
             f"{where} returned a state that is not normalised (|Σp − 1| up to {worst:.3g})"
         )
     return state
+
+
+def _summary(state: np.ndarray, site_ndim: int) -> tuple[np.ndarray, float, bool]:
+    """(each state's total, the smallest value, whether all are finite) in one pass."""
+    if compiled_enabled():
+        from coarsekl._compiled import state_summary
+
+        sites = int(np.prod(state.shape[state.ndim - site_ndim :]))
+        totals, smallest, finite = state_summary(state.reshape(-1, sites))
+        return totals, smallest, finite
+    totals = state.sum(axis=tuple(range(-site_ndim, 0)), dtype=np.float64)
+    finite = bool(np.isfinite(totals).all())  # a NaN or inf anywhere makes its total so
+    return totals, (state.min() if finite else np.nan), finite
 
 
 def run(
@@ -133,76 +160,263 @@ def run(
     registry: Registry | None = None,
     progress: bool = False,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    output: str | Path | None = None,
+    threads: int | None = None,
 ):
     """Run an experiment and return its trajectory as an ``xarray.Dataset``.
 
     ``config`` is an ExperimentConfig, a mapping, a TOML path or a named experiment.
+    ``output`` (optional) is a netCDF path: snapshots stream into it as the run goes (memory
+    does not grow with their number), the file appears atomically when the run is complete,
+    and the returned dataset reads the snapshots lazily from it. ``threads`` (default: the
+    CPUs available, or ``COARSEKL_THREADS``) work on groups of members in parallel.
     ``callback`` (optional) is called after every step with ``{"step", "state",
-    "proposal"}``: the projected batch and the kernel's output before projection.
+    "proposal"}``: the whole batch after the step and the kernel's output before projection.
     """
     registry = registry or get_registry(plugin_manager)
     config = load_config(config, registry=registry)
     experiment = build_experiment(config, registry)
-    recorder = _Recorder(experiment)
-    problem, kernel = experiment.problem, experiment.kernel
-    n_schemes = len(config.schemes)
-    state = np.broadcast_to(
-        experiment.initial_states, (n_schemes, *experiment.initial_states.shape)
-    ).copy()
-    masses = problem.partition.block_sums(state)
-    recorder.record(0, experiment.step_info(0), state, masses, state, masses, None)
-    rng = MemberRandom.from_seed(config.seed, Purpose.KERNEL, config.members)
-    kernel_key = f"kernel {config.kernel.kind}"
-    projected_schemes = [i for i, s in enumerate(config.schemes) if s == "proj"]
+    engine = Engine(experiment, threads=threads, keep_proposals=callback is not None)
     steps = range(1, config.steps + 1)
     if progress:
         from tqdm.auto import tqdm
 
         steps = tqdm(steps, desc=config.name, unit="step", delay=0.5, leave=False)
-    kernel_name = f"kernel {config.kernel.kind!r} ({experiment.providers[kernel_key]})"
-    site_ndim = len(problem.partition.site_shape)
-    for index in steps:
-        step = experiment.step_info(index)
-        proposal = check_state(
-            kernel.step(state, problem, step, rng), state.shape, site_ndim, kernel_name, index
+    with contextlib.ExitStack() as stack:
+        if output is None:
+            snapshots = _MemorySnapshots(experiment)
+        else:
+            temporary = stack.enter_context(atomic_path(output))
+            snapshots = stack.enter_context(_StreamedSnapshots(experiment, temporary))
+        recorder = _Recorder(experiment, snapshots)
+        engine.start(recorder)
+        for index in steps:
+            engine.advance(index)
+            if callback is not None:
+                callback({"step": index, "state": engine.state(), "proposal": engine.proposal()})
+        engine.close()
+        dataset = recorder.dataset()
+        if output is None:
+            return dataset
+        snapshots.close()
+        save_trajectory(dataset, temporary, mode="a")
+    return open_trajectory(output, lazy=True)
+
+
+def default_threads() -> int:
+    """``COARSEKL_THREADS`` if set, else the number of CPUs this process may use."""
+    value = os.environ.get(THREADS_ENV)
+    if value is not None:
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
+        return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+class Engine:
+    """Advances the whole batch ``(scheme, member, *site_shape)`` one step at a time.
+
+    Members are independent (unless the kernel sets ``couples_members``), so the batch is
+    kept as groups of members small enough to stay in the CPU cache through kernel,
+    projection, block masses and metrics; the groups are processed by a pool of threads
+    (the compiled kernels and numpy release the GIL). Results do not depend on the grouping.
+    """
+
+    def __init__(
+        self, experiment: BuiltExperiment, *, threads: int | None = None, keep_proposals=False
+    ) -> None:
+        config, problem = experiment.config, experiment.problem
+        self.experiment = experiment
+        self.dtype = np.dtype(config.dtype)
+        self.site_ndim = len(problem.partition.site_shape)
+        threads = default_threads() if threads is None else threads
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"threads must be a positive integer, got {threads!r}")
+        n_schemes, members = len(config.schemes), config.members
+        member_bytes = n_schemes * int(np.prod(problem.partition.site_shape)) * self.dtype.itemsize
+        if getattr(experiment.kernel, "couples_members", False):
+            group = members
+        else:
+            group = max(1, min(GROUP_BYTES // member_bytes, -(-members // threads)))
+        self.groups = [slice(a, min(a + group, members)) for a in range(0, members, group)]
+        rng = MemberRandom.from_seed(config.seed, Purpose.KERNEL, members)
+        self.rngs = [rng.subset(g) for g in self.groups]
+        workers = min(threads, len(self.groups))
+        self.pool = ThreadPoolExecutor(workers, "coarsekl") if workers > 1 else None
+        initial = experiment.initial_states.astype(self.dtype)
+        self.states = [
+            np.broadcast_to(initial[g], (n_schemes, *initial[g].shape)).copy() for g in self.groups
+        ]
+        self.masses = [problem.partition.block_sums(s) for s in self.states]
+        self.proposals: list[np.ndarray] | None = (
+            [None] * len(self.groups) if keep_proposals else None
         )
-        proposal_masses = problem.partition.block_sums(proposal)
-        if kernel.block_preserving:
+        self.projected = [i for i, s in enumerate(config.schemes) if s == "proj"]
+        provider = experiment.providers[f"kernel {config.kernel.kind}"]
+        self.kernel_name = f"kernel {config.kernel.kind!r} ({provider})"
+        self.tolerances = _TOLERANCES[self.dtype.name]
+        self.recorder: _Recorder | None = None
+
+    def start(self, recorder: _Recorder) -> None:
+        """Record step 0 (the initial states)."""
+        self.recorder = recorder
+        step = self.experiment.step_info(0)
+        for group, state, masses in zip(self.groups, self.states, self.masses, strict=True):
+            recorder.record(0, group, step, state, masses, state, masses, None)
+        recorder.snapshot(0, self.groups, self.states)
+
+    def advance(self, index: int) -> None:
+        """Step ``index``: kernel, checks, projection, block masses, metrics, snapshots."""
+        step = self.experiment.step_info(index)
+        tasks = range(len(self.groups))
+        if self.pool is None:
+            for task in tasks:
+                self._advance_group(task, index, step)
+        else:
+            for _ in self.pool.map(lambda task: self._advance_group(task, index, step), tasks):
+                pass
+        self.recorder.snapshot(index, self.groups, self.states)
+
+    def _advance_group(self, task: int, index: int, step: Step) -> None:
+        experiment, group = self.experiment, self.groups[task]
+        problem, config = experiment.problem, experiment.config
+        state, masses = self.states[task], self.masses[task]
+        proposal = experiment.kernel.step(state, problem, step, self.rngs[task])
+        proposal = check_state(
+            proposal, state.shape, self.site_ndim, self.kernel_name, index, self.dtype
+        )
+        proposal_masses = problem.block_masses(proposal)
+        if experiment.kernel.block_preserving:
             drift = float(np.max(np.abs(proposal_masses - masses)))
-            if drift > BLOCK_MASS_TOLERANCE:
+            if drift > self.tolerances.block_mass:
                 raise PluginContractError(
-                    f"{kernel_name} declares block_preserving but changed a block mass by "
+                    f"{self.kernel_name} declares block_preserving but changed a block mass by "
                     f"{drift:.3g} at step {index}; fix the kernel or set block_preserving = False"
                 )
-        new_state = proposal.copy()
         clipped = np.zeros(masses.shape, dtype=bool)
-        for i in projected_schemes:
-            projection = experiment.projector.project(proposal[i], problem, step)
+        if self.projected:
+            new_state = np.empty_like(proposal)
             who = f"projector {config.projector.kind!r}"
-            new_state[i] = check_state(projection.state, proposal.shape[1:], site_ndim, who, index)
-            clipped[i] = projection.clipped
-        state = new_state
-        masses = problem.partition.block_sums(state)
-        recorder.record(index, step, state, masses, proposal, proposal_masses, clipped)
-        if callback is not None:
-            callback({"step": index, "state": state, "proposal": proposal})
-    return recorder.dataset()
+            for i in range(len(config.schemes)):
+                if i not in self.projected:
+                    new_state[i] = proposal[i]
+                    continue
+                projection = experiment.projector.project(proposal[i], problem, step)
+                new_state[i] = check_state(
+                    projection.state, proposal.shape[1:], self.site_ndim, who, index, self.dtype
+                )
+                clipped[i] = projection.clipped
+            new_masses = problem.block_masses(new_state)
+        else:
+            new_state, new_masses = proposal, proposal_masses
+        self.states[task], self.masses[task] = new_state, new_masses
+        if self.proposals is not None:
+            self.proposals[task] = proposal
+        self.recorder.record(
+            index, group, step, new_state, new_masses, proposal, proposal_masses, clipped
+        )
+
+    def state(self) -> np.ndarray:
+        """The whole batch ``(scheme, member, *site_shape)`` (a new array)."""
+        return np.concatenate(self.states, axis=1)
+
+    def proposal(self) -> np.ndarray:
+        """The kernel's output of the last step, before projection (a new array)."""
+        return np.concatenate(self.proposals, axis=1)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+@attrs.frozen
+class _Tolerances:
+    normalisation: float  # |Σp − 1| accepted from a plugin
+    block_mass: float  # block-mass drift accepted from a block-preserving kernel
+
+
+_TOLERANCES = {
+    "float64": _Tolerances(normalisation=1e-8, block_mass=1e-9),
+    "float32": _Tolerances(normalisation=1e-4, block_mass=1e-5),
+}
+
+
+class _MemorySnapshots:
+    """Snapshots kept in one preallocated array (the default without an output file)."""
+
+    def __init__(self, experiment: BuiltExperiment) -> None:
+        config = experiment.config
+        self.index = {step: i for i, step in enumerate(config.snapshot_steps)}
+        self.array = np.zeros(
+            (
+                len(config.schemes),
+                config.members,
+                len(self.index),
+                *experiment.problem.partition.site_shape,
+            ),
+            dtype=config.dtype,
+        )
+
+    def write(self, step: int, members: slice, state: np.ndarray) -> None:
+        self.array[:, members, self.index[step]] = state
+
+
+class _StreamedSnapshots:
+    """Snapshots written into a netCDF4 file as they come (one chunk per scheme, member
+    and snapshot); the rest of the trajectory is appended at the end of the run."""
+
+    def __init__(self, experiment: BuiltExperiment, path: Path) -> None:
+        import netCDF4
+
+        config, partition = experiment.config, experiment.problem.partition
+        self.index = {step: i for i, step in enumerate(config.snapshot_steps)}
+        self.file = netCDF4.Dataset(path, "w", format="NETCDF4")
+        sizes = {
+            "scheme": len(config.schemes),
+            "member": config.members,
+            "snapshot": len(self.index),
+            **dict(zip(partition.site_dims, partition.site_shape, strict=True)),
+        }
+        for name, size in sizes.items():
+            self.file.createDimension(name, size)
+        self.variable = self.file.createVariable(
+            "state",
+            np.dtype(config.dtype),
+            tuple(sizes),
+            zlib=True,
+            complevel=COMPRESSION_LEVEL,
+            chunksizes=(1, 1, 1, *partition.site_shape),
+        )
+        self.variable.setncatts(STATE_ATTRIBUTES)
+        self.array = None
+
+    def write(self, step: int, members: slice, state: np.ndarray) -> None:
+        self.variable[:, members, self.index[step]] = state
+
+    def __enter__(self) -> _StreamedSnapshots:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.file.isopen():
+            self.file.close()
 
 
 class _Recorder:
     """Preallocated arrays for every recorded variable; ``dataset()`` labels them."""
 
-    def __init__(self, experiment: BuiltExperiment) -> None:
+    def __init__(self, experiment: BuiltExperiment, snapshots) -> None:
         config, partition = experiment.config, experiment.problem.partition
         self.experiment = experiment
+        self.snapshots = snapshots
         shape = (len(config.schemes), config.members, config.steps + 1)
         n_blocks = partition.n_blocks
-        self.snapshots = {step: i for i, step in enumerate(config.snapshot_steps)}
         self.arrays: dict[str, np.ndarray] = {
             "block_mass": np.zeros((*shape, n_blocks)),
             "leak": np.zeros(shape),
             "clipped": np.zeros((*shape, n_blocks), dtype=bool),
-            "state": np.zeros((shape[0], shape[1], len(self.snapshots), *partition.site_shape)),
         }
         self.before = [n for n, m in experiment.metrics.items() if m.record_before_projection]
         for name, metric in experiment.metrics.items():
@@ -212,23 +426,28 @@ class _Recorder:
                 self.arrays[f"{name}_pre"] = np.zeros(full)
         self.tolerances = np.full(config.steps + 1, np.nan)
 
-    def record(self, index, step, state, masses, proposal, proposal_masses, clipped) -> None:
+    def record(self, index, group, step, state, masses, proposal, proposal_masses, clipped) -> None:
+        """Record step ``index`` for the members ``group`` (a slice)."""
         arrays, problem = self.arrays, self.experiment.problem
-        arrays["block_mass"][:, :, index] = masses
-        previous = arrays["block_mass"][:, :, max(index - 1, 0)]
-        arrays["leak"][:, :, index] = np.abs(proposal_masses - previous).sum(axis=-1)
+        arrays["block_mass"][:, group, index] = masses
+        previous = arrays["block_mass"][:, group, max(index - 1, 0)]
+        arrays["leak"][:, group, index] = np.abs(proposal_masses - previous).sum(axis=-1)
         if clipped is not None:
-            arrays["clipped"][:, :, index] = clipped
-        if index in self.snapshots:
-            arrays["state"][:, :, self.snapshots[index]] = state
+            arrays["clipped"][:, group, index] = clipped
         for name, metric in self.experiment.metrics.items():
-            arrays[name][:, :, index] = self._evaluate(name, metric, state, problem, step)
+            arrays[name][:, group, index] = self._evaluate(name, metric, state, problem, step)
             if name in self.before:
-                arrays[f"{name}_pre"][:, :, index] = self._evaluate(
+                arrays[f"{name}_pre"][:, group, index] = self._evaluate(
                     name, metric, proposal, problem, step
                 )
         if step.tolerance is not None:
             self.tolerances[index] = step.tolerance
+
+    def snapshot(self, index: int, groups: list[slice], states: list[np.ndarray]) -> None:
+        """Keep the state of step ``index`` if it is a snapshot step, group by group."""
+        if index in self.snapshots.index:
+            for group, state in zip(groups, states, strict=True):
+                self.snapshots.write(index, group, state)
 
     def _evaluate(self, name, metric, state, problem, step) -> np.ndarray:
         value = np.asarray(metric.compute(state, problem, step))
@@ -319,12 +538,13 @@ class _Recorder:
                 arrays["clipped"],
                 {"long_name": "block mass clipped to a bound by the projection"},
             ),
-            "state": (
-                ("scheme", "member", "snapshot", *site_dims),
-                arrays["state"],
-                {"long_name": "state p (probability per pixel)", "units": "1"},
-            ),
         }
+        if self.snapshots.array is not None:  # else the state streams into the output file
+            data_vars["state"] = (
+                ("scheme", "member", "snapshot", *site_dims),
+                self.snapshots.array,
+                STATE_ATTRIBUTES,
+            )
         for name, metric in experiment.metrics.items():
             dims = (*base, "block") if metric.per_block else base
             attributes = {"long_name": metric.long_name, "units": metric.units}

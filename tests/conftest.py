@@ -37,3 +37,17 @@ def small_config():
         return mapping
 
     return make
+
+
+@pytest.fixture(params=["compiled", "reference"])
+def numerics(request):
+    """Run the test on the compiled (numba) path and on the plain-numpy reference path."""
+    from coarsekl.numerics import compiled_enabled, reference_numerics
+
+    if request.param == "reference":
+        with reference_numerics():
+            yield request.param
+    else:
+        if not compiled_enabled():
+            pytest.skip("numba is not installed")
+        yield request.param

@@ -19,3 +19,15 @@ def test_core_benchmark_smoke_run():
     )
     assert result.returncode == 0, result.stderr
     assert "pixel-steps/s" in result.stdout
+
+
+def test_sweep_benchmark_smoke_run():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_sweep.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "speed-up:" in result.stdout and "identical E_block: True" in result.stdout

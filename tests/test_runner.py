@@ -273,3 +273,98 @@ def test_a_metric_returning_nan_is_named(plugin_manager, small_config):
     config = small_config(record__metrics=["V", "nan_metric"])
     with pytest.raises(PluginContractError, match="metric 'nan_metric' returned NaN at step 0"):
         coarsekl.run(config, plugin_manager=plugin_manager)
+
+
+# --- Performance paths give the same trajectory -------------------------------------------
+
+RECORDED = ("V", "V_delta", "E_block", "mse", "block_mass", "leak", "state")
+
+
+def assert_same_trajectory(actual, expected, rtol=0.0, atol=0.0):
+    for name in RECORDED:
+        np.testing.assert_allclose(
+            actual[name].values, expected[name].values, rtol=rtol, atol=atol, err_msg=name
+        )
+
+
+def test_results_do_not_depend_on_threads_or_member_groups(small_config):
+    """Members are advanced in groups by a thread pool; 5 members on 3 threads make groups
+    of 2, 2 and 1. Every number must equal the single-threaded run's exactly."""
+    config = small_config(
+        members=5, kernel={"kind": "unsharp-mask", "alpha": 0.1, "sigma": 1.0, "noise": 0.2}
+    )
+    one = coarsekl.run(config, threads=1)
+    three = coarsekl.run(config, threads=3)
+    assert_same_trajectory(three, one)
+
+
+def test_a_kernel_that_couples_members_gets_the_whole_ensemble(plugin_manager, small_config):
+    config = small_config(members=4, kernel={"kind": "toward-ensemble-mean"})
+    one = coarsekl.run(config, plugin_manager=plugin_manager, threads=1)
+    four = coarsekl.run(config, plugin_manager=plugin_manager, threads=4)
+    assert_same_trajectory(four, one)
+    final = one.state.sel(scheme="base").isel(snapshot=-1).values
+    assert (
+        np.ptp(final, axis=0).max()
+        < np.ptp(one.state.sel(scheme="base").isel(snapshot=0).values, axis=0).max()
+    )
+
+
+def test_threads_must_be_a_positive_integer(small_config):
+    with pytest.raises(ConfigError, match="threads"):
+        coarsekl.run(small_config(), threads=0)
+
+
+def test_compiled_and_reference_numerics_agree(small_config):
+    """The numba kernels against the plain-numpy reference, through a whole run."""
+    from coarsekl.numerics import reference_numerics
+
+    config = small_config()
+    compiled = coarsekl.run(config)
+    with reference_numerics():
+        reference = coarsekl.run(config)
+    assert_same_trajectory(compiled, reference, rtol=1e-9, atol=1e-13)
+
+
+def test_float32_keeps_every_metric_within_1e_5_of_float64(small_config):
+    config = small_config(steps=20)
+    double = coarsekl.run(config)
+    single = coarsekl.run({**config, "dtype": "float32"})
+    assert single.state.dtype == np.float32
+    assert double.state.dtype == np.float64
+    for name in ("V", "V_delta", "E_block", "mse", "block_mass"):
+        scale = float(np.abs(double[name]).max())
+        np.testing.assert_allclose(
+            single[name].values, double[name].values, rtol=1e-5, atol=1e-5 * scale, err_msg=name
+        )
+
+
+def test_unknown_dtype_is_a_config_error(small_config):
+    with pytest.raises(ConfigError, match="dtype must be one of"):
+        coarsekl.run({**small_config(), "dtype": "float16"})
+
+
+def test_output_file_streams_snapshots_and_equals_the_in_memory_run(tmp_path, small_config):
+    config = small_config()
+    in_memory = coarsekl.run(config)
+    streamed = coarsekl.run(config, output=tmp_path / "run.nc")
+    assert (tmp_path / "run.nc").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["run.nc"]  # no temporary left behind
+    assert_same_trajectory(streamed, in_memory)
+    assert streamed.attrs["config"] == in_memory.attrs["config"]
+    assert coarsekl.load_config(streamed.coarsekl.config) == coarsekl.load_config(config)
+    streamed.close()
+
+
+def test_an_interrupted_run_leaves_the_older_output_untouched(tmp_path, small_config):
+    target = tmp_path / "run.nc"
+    target.write_bytes(b"an older result")
+
+    def interrupt(info):
+        if info["step"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        coarsekl.run(small_config(), output=target, callback=interrupt)
+    assert target.read_bytes() == b"an older result"
+    assert [p.name for p in tmp_path.iterdir()] == ["run.nc"]

@@ -8,6 +8,7 @@ import attrs
 import numpy as np
 
 from coarsekl.errors import ConfigError, DataError
+from coarsekl.numerics import compiled_enabled
 
 __all__ = ["BlockGrid", "LabelMap"]
 
@@ -70,8 +71,30 @@ class BlockGrid:
         return values.reshape(*values.shape[:-2], rows, h, cols, w)
 
     def block_sums(self, values: np.ndarray) -> np.ndarray:
-        sums = self._split(values).sum(axis=(-3, -1))
+        """(..., H, W) -> (..., K) in float64 (also for float32 values)."""
+        if compiled_enabled():
+            from coarsekl_blocks._compiled import grid_block_sums
+
+            batch = values.shape[:-2]
+            sums = grid_block_sums(values.reshape(-1, *self.shape), *self.blocks)
+            return sums.reshape(*batch, self.n_blocks)
+        sums = self._split(values).sum(axis=(-3, -1), dtype=np.float64)
         return sums.reshape(*sums.shape[:-2], self.n_blocks)
+
+    def scale_blocks(self, values: np.ndarray, factors: np.ndarray) -> np.ndarray:
+        """values · factors[block(x)]: (..., H, W) and (..., K) -> (..., H, W), values' dtype.
+
+        The same as ``values * broadcast(factors)`` without building the broadcast array."""
+        factors = factors.astype(values.dtype, copy=False)
+        if not compiled_enabled():
+            return values * self.broadcast(factors)
+        from coarsekl_blocks._compiled import grid_scale_blocks
+
+        batch = np.ascontiguousarray(values).reshape(-1, *self.shape)
+        rows = np.broadcast_to(factors, (*values.shape[:-2], self.n_blocks))
+        out = np.empty_like(batch)
+        grid_scale_blocks(batch, rows.reshape(-1, self.n_blocks), *self.blocks, out)
+        return out.reshape(values.shape)
 
     def broadcast(self, block_values: np.ndarray) -> np.ndarray:
         (rows, cols), (h, w) = self.blocks, self.block_shape

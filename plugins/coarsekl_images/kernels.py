@@ -8,10 +8,11 @@ import attrs
 import numpy as np
 
 from coarsekl.errors import ConfigError
+from coarsekl.numerics import compiled_enabled
 from coarsekl.problem import Problem
 from coarsekl.random import MemberRandom
 from coarsekl.schedules import Schedule, Step, non_negative_schedule, schedule_field
-from coarsekl_images.filters import blockwise_gaussian, gaussian_smooth
+from coarsekl_images.filters import blockwise_gaussian, gaussian_smooth, gaussian_weights
 
 __all__ = ["BlockBlur", "GeometricMean", "UnsharpMask", "normalise"]
 
@@ -47,12 +48,27 @@ class GeometricMean:
     def step(
         self, state: np.ndarray, problem: Problem, step: Step, rng: MemberRandom
     ) -> np.ndarray:
-        beta = self.beta.at(step)
-        log_mix = (1 - beta) * np.log(np.maximum(state, self.floor))
-        log_mix += beta * np.log(np.maximum(problem.data_state, self.floor))
+        beta, sigma = self.beta.at(step), self.sigma.at(step)
+        log_data = _log_floored(problem, self.floor)
+        if compiled_enabled():
+            from coarsekl_images._compiled import geometric_mean
+
+            weights = gaussian_weights(sigma) if sigma > 0 else np.ones(1)
+            batch = np.ascontiguousarray(state).reshape(-1, *state.shape[-2:])
+            out = np.empty_like(batch)
+            geometric_mean(batch, log_data, beta, self.floor, weights, out)
+            return out.reshape(state.shape)
+        log_mix = np.log(np.maximum(state, self.floor))
+        log_mix *= 1 - beta
+        log_mix += beta * log_data
         log_mix -= log_mix.max(axis=(-2, -1), keepdims=True)
         mixed = normalise(np.exp(log_mix))
-        return normalise(gaussian_smooth(mixed, self.sigma.at(step)))
+        return normalise(gaussian_smooth(mixed, sigma))
+
+
+def _log_floored(problem: Problem, floor: float) -> np.ndarray:
+    """log max(q_data, floor), computed once per problem (the data does not change)."""
+    return problem.memo(("log-data", floor), lambda: np.log(np.maximum(problem.data_state, floor)))
 
 
 @attrs.frozen(kw_only=True)

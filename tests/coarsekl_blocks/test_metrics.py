@@ -99,7 +99,7 @@ PROBLEMS = [grid_problem, label_problem]
 
 
 @pytest.mark.parametrize("make_problem", PROBLEMS)
-def test_v_matches_its_blockwise_definition_and_the_vectorised_identity(make_problem):
+def test_v_matches_its_blockwise_definition_and_the_vectorised_identity(numerics, make_problem):
     problem = make_problem()
     states = random_states(problem)
     value = WithinBlockV().compute(states, problem, STEP)
@@ -109,7 +109,7 @@ def test_v_matches_its_blockwise_definition_and_the_vectorised_identity(make_pro
 
 
 @pytest.mark.parametrize("make_problem", PROBLEMS)
-def test_v_handles_empty_blocks_and_zero_pixels(make_problem):
+def test_v_handles_empty_blocks_and_zero_pixels(numerics, make_problem):
     problem = make_problem()
     states = random_states(problem, empty_blocks=(0, 2))
     states[..., 1, 1] = 0.0  # a zero pixel in an occupied block
@@ -120,7 +120,9 @@ def test_v_handles_empty_blocks_and_zero_pixels(make_problem):
 
 
 @pytest.mark.parametrize("make_problem", PROBLEMS)
-def test_v_vanishes_exactly_on_block_constant_states_and_is_positive_otherwise(make_problem):
+def test_v_vanishes_exactly_on_block_constant_states_and_is_positive_otherwise(
+    numerics, make_problem
+):
     problem = make_problem()
     partition = problem.partition
     masses = np.random.default_rng(2).dirichlet(np.ones(partition.n_blocks), size=3)
@@ -334,7 +336,7 @@ def test_block_mean_projection_keeps_block_mean_intensities_within_delta():
 
 
 @pytest.mark.parametrize("make_problem", PROBLEMS)
-def test_mse_is_the_pixel_mean_squared_error_in_data_units(make_problem):
+def test_mse_is_the_pixel_mean_squared_error_in_data_units(numerics, make_problem):
     problem = make_problem()
     states = random_states(problem)
     data = problem.data

@@ -68,7 +68,7 @@ def scrambled_labels(rng, shape, values) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("shape", "blocks"), GRID_CASES)
-def test_block_grid_sums_match_a_naive_loop_on_batches(shape, blocks):
+def test_block_grid_sums_match_a_naive_loop_on_batches(numerics, shape, blocks):
     grid = BlockGrid(shape=shape, blocks=blocks)
     values = np.random.default_rng(0).random((2, 3, *shape))
     labels = naive_grid_labels(shape, blocks)
@@ -110,7 +110,7 @@ def test_block_grid_numbering_is_row_major_and_matches_its_coordinates():
 
 
 @pytest.mark.parametrize(("shape", "blocks"), GRID_CASES)
-def test_broadcast_is_the_adjoint_of_block_sums(shape, blocks):
+def test_broadcast_is_the_adjoint_of_block_sums(numerics, shape, blocks):
     """⟨block_sums(x), v⟩ = ⟨x, broadcast(v)⟩, and block_sums(broadcast(v)) = |Ω| · v."""
     grid = BlockGrid(shape=shape, blocks=blocks)
     rng = np.random.default_rng(2)
@@ -203,7 +203,7 @@ def test_label_map_broadcast_matches_a_naive_loop(values):
     )
 
 
-def test_label_map_of_a_grid_agrees_with_the_block_grid():
+def test_label_map_of_a_grid_agrees_with_the_block_grid(numerics):
     grid = BlockGrid(shape=(6, 8), blocks=(3, 2))
     labels = naive_grid_labels((6, 8), (3, 2)) * 10 - 20  # same order, other values
     partition = LabelMap(shape=(6, 8), labels=labels)
@@ -299,3 +299,29 @@ def test_label_map_is_unaffected_by_later_changes_to_the_caller_array():
     labels[:] = 5
     np.testing.assert_array_equal(partition.label_map, [[0, 0], [1, 1]])
     np.testing.assert_array_equal(partition.block_sums(np.ones((2, 2))), [2, 2])
+
+
+@pytest.mark.parametrize(("shape", "blocks"), GRID_CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_block_grid_scale_blocks_equals_multiplying_by_the_broadcast(
+    numerics, shape, blocks, dtype
+):
+    grid = BlockGrid(shape=shape, blocks=blocks)
+    rng = np.random.default_rng(4)
+    values = rng.random((2, 3, *shape)).astype(dtype)
+    factors = rng.random((2, 3, grid.n_blocks))
+    scaled = grid.scale_blocks(values, factors)
+    assert scaled.dtype == dtype
+    expected = values * grid.broadcast(factors.astype(dtype))
+    np.testing.assert_allclose(scaled, expected, rtol=1e-6 if dtype == np.float32 else 1e-15)
+    shared = grid.scale_blocks(values, factors[0, 0])  # one factor per block for the batch
+    np.testing.assert_allclose(
+        shared, values * grid.broadcast(factors[0, 0].astype(dtype)), rtol=1e-6
+    )
+
+
+def test_block_grid_sums_of_float32_values_are_float64():
+    grid = BlockGrid(shape=(4, 4), blocks=(2, 2))
+    sums = grid.block_sums(np.full((4, 4), 1 / 16, dtype=np.float32))
+    assert sums.dtype == np.float64
+    np.testing.assert_allclose(sums, 0.25, rtol=1e-7)

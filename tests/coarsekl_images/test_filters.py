@@ -31,7 +31,7 @@ def reference_blockwise(batch: np.ndarray, sigma: float, blocks) -> np.ndarray:
 
 
 @pytest.mark.parametrize("sigma", SIGMAS)
-def test_gaussian_smooth_equals_scipy_gaussian_filter_on_an_image(sigma):
+def test_gaussian_smooth_equals_scipy_gaussian_filter_on_an_image(numerics, sigma):
     image = np.random.default_rng(0).random((9, 13))
     np.testing.assert_allclose(
         gaussian_smooth(image, sigma), reference_smooth(image, sigma), rtol=0, atol=1e-14
@@ -39,7 +39,7 @@ def test_gaussian_smooth_equals_scipy_gaussian_filter_on_an_image(sigma):
 
 
 @pytest.mark.parametrize("sigma", SIGMAS)
-def test_gaussian_smooth_filters_each_image_of_a_batch_on_its_own(sigma):
+def test_gaussian_smooth_filters_each_image_of_a_batch_on_its_own(numerics, sigma):
     batch = np.random.default_rng(1).random((2, 3, 8, 10))
     expected = np.stack([[reference_smooth(image, sigma) for image in row] for row in batch])
     np.testing.assert_allclose(gaussian_smooth(batch, sigma), expected, rtol=0, atol=1e-14)
@@ -51,7 +51,7 @@ def test_gaussian_smooth_with_zero_sigma_is_the_identity():
 
 
 @pytest.mark.parametrize("sigma", SIGMAS)
-def test_gaussian_smooth_is_doubly_stochastic(sigma):
+def test_gaussian_smooth_is_doubly_stochastic(numerics, sigma):
     """Reflecting boundaries: total mass kept, constants kept, and ⟨Gx, y⟩ = ⟨x, Gy⟩."""
     rng = np.random.default_rng(3)
     x, y = rng.random((2, 7, 11))
@@ -77,7 +77,7 @@ def test_gaussian_smooth_spreads_a_point_mass_symmetrically():
 @pytest.mark.parametrize(
     ("shape", "blocks"), [((8, 12), (2, 3)), ((6, 6), (3, 1)), ((4, 4), (4, 4))]
 )
-def test_blockwise_gaussian_equals_the_filter_on_each_block_cut_out(sigma, shape, blocks):
+def test_blockwise_gaussian_equals_the_filter_on_each_block_cut_out(numerics, sigma, shape, blocks):
     batch = np.random.default_rng(4).random((2, 3, *shape))
     np.testing.assert_allclose(
         blockwise_gaussian(batch, sigma, blocks),
@@ -94,7 +94,7 @@ def test_blockwise_gaussian_equals_the_filter_on_each_block_cut_out(sigma, shape
 
 
 @pytest.mark.parametrize("sigma", SIGMAS)
-def test_blockwise_gaussian_keeps_every_block_mass(sigma):
+def test_blockwise_gaussian_keeps_every_block_mass(numerics, sigma):
     batch = np.random.default_rng(5).random((3, 8, 12))
     smoothed = blockwise_gaussian(batch, sigma, (2, 3))
     block_sums = batch.reshape(3, 2, 4, 3, 4).sum(axis=(2, 4))
@@ -111,7 +111,7 @@ def test_blockwise_gaussian_with_one_block_is_the_global_filter():
     )
 
 
-def test_blockwise_gaussian_does_not_mix_blocks():
+def test_blockwise_gaussian_does_not_mix_blocks(numerics):
     """A point mass stays inside its block, while the global filter lets it cross."""
     image = np.zeros((8, 8))
     image[3, 3] = 1.0  # next to the corner of block (0, 0) of a 2 × 2 grid of 4 × 4 blocks

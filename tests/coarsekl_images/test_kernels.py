@@ -78,7 +78,7 @@ KERNELS = [
 
 @pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: type(k).__name__)
 @pytest.mark.parametrize("batch", [(3,), (2, 3)])
-def test_kernels_keep_shape_non_negativity_and_normalisation(kernel, batch):
+def test_kernels_keep_shape_non_negativity_and_normalisation(numerics, kernel, batch):
     states = random_states(batch, zeros=True)
     result = kernel.step(states, make_problem(), STEP, rng_for(3))
     assert result.shape == states.shape
@@ -109,7 +109,7 @@ def test_global_smoothing_leaks_mass_between_blocks():
 
 
 @pytest.mark.parametrize(("beta", "sigma"), [(0.05, 0.5), (0.3, 0.0), (0.7, 1.3)])
-def test_geometric_mean_step_is_the_normalised_geometric_mean_then_smoothed(beta, sigma):
+def test_geometric_mean_step_is_the_normalised_geometric_mean_then_smoothed(numerics, beta, sigma):
     data = np.random.default_rng(11).uniform(0.0, 1.0, SHAPE)
     data[0, :3] = 0.0  # zero data pixels are floored like zero state pixels
     problem = make_problem(data)
@@ -123,7 +123,7 @@ def test_geometric_mean_step_is_the_normalised_geometric_mean_then_smoothed(beta
     np.testing.assert_allclose(result, expected, rtol=1e-12, atol=1e-300)
 
 
-def test_geometric_mean_end_points_are_the_state_and_the_data():
+def test_geometric_mean_end_points_are_the_state_and_the_data(numerics):
     problem = make_problem()
     states = random_states()
     keep = GeometricMean(beta=0.0, sigma=0.0).step(states, problem, STEP, rng_for(3))
@@ -132,7 +132,7 @@ def test_geometric_mean_end_points_are_the_state_and_the_data():
     np.testing.assert_allclose(jump, np.broadcast_to(problem.data_state, states.shape), rtol=1e-13)
 
 
-def test_repeated_geometric_mean_steps_follow_the_geometric_path_to_the_data():
+def test_repeated_geometric_mean_steps_follow_the_geometric_path_to_the_data(numerics):
     """Without smoothing, n steps give p^{(1−β)^n} q^{1−(1−β)^n}, normalised."""
     problem = make_problem()
     state = random_states(batch=(2,))
@@ -243,13 +243,13 @@ def test_unsharp_mask_with_an_alpha_schedule_ends_as_the_identity():
 
 
 @pytest.mark.parametrize("sigma", [0.4, 1.0, 3.0])
-def test_block_blur_is_the_gaussian_filter_on_each_block_cut_out(sigma):
+def test_block_blur_is_the_gaussian_filter_on_each_block_cut_out(numerics, sigma):
     states = random_states()
     result = BlockBlur(sigma=sigma).step(states, make_problem(), STEP, rng_for(3))
     np.testing.assert_allclose(result, blur_each_block(states, sigma), rtol=0, atol=1e-15)
 
 
-def test_block_blur_keeps_masses_lowers_v_and_tends_to_block_constant():
+def test_block_blur_keeps_masses_lowers_v_and_tends_to_block_constant(numerics):
     """Theorem 1 with the block blur: over 100 steps block masses stay put to 1e-12, V never
     increases, and the state converges to the block-constant state with the same masses."""
     problem = make_problem()

@@ -47,6 +47,18 @@ class LeakToFirstBlock:
         return moved
 
 
+@attrs.frozen(kw_only=True)
+class TowardEnsembleMean:
+    """p' = (1 − a) p + a · mean over members: couples the members of the ensemble."""
+
+    block_preserving: ClassVar[bool] = False
+    couples_members: ClassVar[bool] = True
+    weight: float = 0.5
+
+    def step(self, state, problem, step, rng):
+        return (1 - self.weight) * state + self.weight * state.mean(axis=1, keepdims=True)
+
+
 @coarsekl.hookimpl
 def coarsekl_kernels():
     return [
@@ -54,6 +66,9 @@ def coarsekl_kernels():
         coarsekl.Component(name="leak-to-corner", factory=LeakToFirstBlock, summary="leaks"),
         coarsekl.Component(
             name="false-preserver", factory=FalselyPreserving, summary="lies about leaking"
+        ),
+        coarsekl.Component(
+            name="toward-ensemble-mean", factory=TowardEnsembleMean, summary="couples members"
         ),
     ]
 

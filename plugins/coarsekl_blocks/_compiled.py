@@ -1,0 +1,271 @@
+"""Compiled (numba) kernels for block numerics; each mirrors a plain-numpy reference.
+
+Imported only when the compiled path runs (see :mod:`coarsekl.numerics`). All kernels
+release the GIL, so the runner's threads can work on different members at once.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from coarsekl import fastmath
+from coarsekl_blocks.vdelta import ROOT_SLACK
+
+JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+# Reassociation lets LLVM vectorise sums; no finite-math flags, so NaN and inf stay visible.
+FAST_SUMS = {**JIT, "fastmath": {"reassoc", "contract"}}
+TINY = np.finfo(np.float64).tiny
+MAX_PIECE_STEPS = 60
+
+
+@numba.njit(**JIT)
+def _finish_row(s, w, lower, upper, projected, clipped) -> None:
+    """w*_j = clip(s·w_j, a_j, b_j) (empty blocks: a_j), flagging the clipped blocks."""
+    for j in range(w.size):
+        scaled = s * w[j] if w[j] > 0 else 0.0
+        projected[j] = min(max(scaled, lower[j]), upper[j])
+        clipped[j] = scaled < lower[j] or scaled > upper[j]
+
+
+@numba.njit(**FAST_SUMS)
+def _project_row_by_pieces(w, lower, upper, projected, clipped) -> bool:
+    """The scale s by Newton steps along the linear pieces of g(s) = Σ_j clip(s·w_j, a_j, b_j),
+    each O(K) and vectorised, instead of sorting all 2K breakpoints (O(K log K)).
+
+    At s, the blocks below (s·w_j ≤ a_j), free and above (s·w_j ≥ b_j) give the piece
+    g = offset + slope·s; its root r is exact when r keeps that classification, and is
+    accepted only then. A bracket keeps the steps inside; after MAX_PIECE_STEPS without an
+    exact root (or when no root exists) it returns False and the sorted method decides.
+    """
+    k = w.size
+    target = 1.0
+    reachable = 0.0
+    for j in range(k):
+        if w[j] > 0:
+            reachable += upper[j]
+        else:
+            target -= lower[j]
+    if reachable < target:
+        return False  # no root: the sorted method spreads the rest over the empty blocks
+    low, high, s = 0.0, np.inf, 1.0
+    for _ in range(MAX_PIECE_STEPS):
+        offset = 0.0
+        slope = 0.0
+        for j in range(k):
+            if w[j] <= 0:
+                continue  # empty blocks are in the target already
+            scaled = s * w[j]
+            if scaled <= lower[j]:
+                offset += lower[j]
+            elif scaled >= upper[j]:
+                offset += upper[j]
+            else:
+                slope += w[j]
+        value = offset + slope * s
+        if slope == 0 and abs(value - target) <= ROOT_SLACK:
+            return False  # a flat piece at 1: the sorted method takes its left end
+        if value < target:
+            low = max(low, s)
+        else:
+            high = min(high, s)
+        if slope > 0:
+            root = (target - offset) / slope
+            exact = True
+            for j in range(k):
+                if w[j] <= 0:
+                    continue
+                scaled = s * w[j]
+                candidate = root * w[j]
+                if scaled <= lower[j]:
+                    exact &= candidate <= lower[j]
+                elif scaled >= upper[j]:
+                    exact &= candidate >= upper[j]
+                else:
+                    exact &= lower[j] <= candidate <= upper[j]
+            if exact:
+                _finish_row(root, w, lower, upper, projected, clipped)
+                return True
+            if low < root < high:
+                s = root
+                continue
+        s = 0.5 * (low + high) if np.isfinite(high) else 2.0 * max(s, 1.0)
+    return False
+
+
+@numba.njit(**JIT)
+def _project_row(w, lower, upper, projected, clipped) -> None:
+    """One row of :func:`coarsekl_blocks.vdelta.project_masses_reference`, in the same
+    order of operations (suffix sums of positive terms), so results agree to rounding."""
+    k = w.size
+    inside = True
+    for j in range(k):
+        if not (lower[j] <= w[j] <= upper[j]):
+            inside = False
+            break
+    if inside:
+        for j in range(k):
+            projected[j] = w[j]
+            clipped[j] = False
+        return
+    if _project_row_by_pieces(w, lower, upper, projected, clipped):
+        return
+    breakpoints = np.empty(2 * k)
+    empty_lower = 0.0
+    for j in range(k):
+        if w[j] > 0:
+            breakpoints[j] = lower[j] / w[j]
+            breakpoints[k + j] = upper[j] / w[j]
+        else:
+            breakpoints[j] = np.inf
+            breakpoints[k + j] = np.inf
+            empty_lower += lower[j]
+    order = np.argsort(breakpoints, kind="mergesort")
+    n = 2 * k
+    # After sorted position i: slope = Σ leave-w ahead − Σ enter-w ahead,
+    # offset = Σ enter-lower ahead + Σ empty lower + Σ leave-upper up to i.
+    slope = np.empty(n)
+    offset = np.empty(n)
+    leave_ahead = 0.0
+    enter_ahead = 0.0
+    lower_ahead = 0.0
+    for i in range(n - 1, -1, -1):
+        slope[i] = leave_ahead - enter_ahead
+        offset[i] = lower_ahead
+        event = order[i]
+        j = event % k
+        if w[j] > 0:
+            if event < k:
+                enter_ahead += w[j]
+                lower_ahead += lower[j]
+            else:
+                leave_ahead += w[j]
+    uppers_left = 0.0
+    total_lower = 0.0
+    for j in range(k):
+        total_lower += lower[j]
+    first = -1
+    for i in range(n):
+        event = order[i]
+        j = event % k
+        if event >= k and w[j] > 0:
+            uppers_left += upper[j]
+        offset[i] = offset[i] + empty_lower + uppers_left
+        s = breakpoints[event]
+        if first < 0 and np.isfinite(s) and offset[i] + slope[i] * s >= 1.0 - ROOT_SLACK:
+            first = i
+    if first >= 0:
+        if first > 0:
+            seg_slope = slope[first - 1]
+            seg_offset = offset[first - 1]
+            seg_start = breakpoints[order[first - 1]]
+        else:
+            seg_slope = 0.0
+            seg_offset = total_lower
+            seg_start = 0.0
+        seg_end = breakpoints[order[first]]
+        s_root = (1.0 - seg_offset) / seg_slope if seg_slope > 0 else seg_end
+        s_root = min(max(s_root, seg_start), seg_end)
+        _finish_row(s_root, w, lower, upper, projected, clipped)
+        return
+    # No root: occupied blocks at their upper bounds, empty blocks share the rest by room.
+    room_total = 0.0
+    total = 0.0
+    for j in range(k):
+        scaled = np.inf if w[j] > 0 else 0.0
+        projected[j] = min(max(scaled, lower[j]), upper[j])
+        total += projected[j]
+        if w[j] <= 0:
+            room_total += upper[j] - lower[j]
+    remainder = max(1.0 - total, 0.0)
+    for j in range(k):
+        if w[j] <= 0 and room_total > 0:
+            projected[j] = min(
+                projected[j] + remainder * ((upper[j] - lower[j]) / room_total), upper[j]
+            )
+        clipped[j] = projected[j] <= lower[j] or projected[j] >= upper[j]
+
+
+@numba.njit(**JIT)
+def project_rows(masses, lower, upper):
+    """(rows, K) masses and (rows, K) or shared (K,) bounds -> (projected, clipped)."""
+    projected = np.empty_like(masses)
+    clipped = np.empty(masses.shape, dtype=np.bool_)
+    for row in range(masses.shape[0]):
+        if lower.ndim == 1:
+            _project_row(masses[row], lower, upper, projected[row], clipped[row])
+        else:
+            _project_row(masses[row], lower[row], upper[row], projected[row], clipped[row])
+    return projected, clipped
+
+
+@numba.njit(**FAST_SUMS)
+def grid_block_sums(values, rows, cols):
+    """(batch, H, W) -> (batch, rows · cols): sums over equal rectangles, in float64.
+
+    Each band of h rows is first summed column-wise (a vectorised pass), then the band's
+    W column sums are cut into ``cols`` pieces."""
+    batch, height, width = values.shape
+    h, w = height // rows, width // cols
+    sums = np.zeros((batch, rows * cols))
+    band = np.empty(width)
+    for b in range(batch):
+        for row in range(rows):
+            for x in range(width):
+                band[x] = 0.0
+            for y in range(row * h, (row + 1) * h):
+                line = values[b, y]
+                for x in range(width):
+                    band[x] += line[x]
+            for col in range(cols):
+                partial = 0.0
+                for x in range(col * w, (col + 1) * w):
+                    partial += band[x]
+                sums[b, row * cols + col] = partial
+    return sums
+
+
+@numba.njit(**FAST_SUMS)
+def grid_scale_blocks(values, factors, rows, cols, out):
+    """out[b, y, x] = values[b, y, x] · factors[b, block(y, x)] for (batch, H, W) values."""
+    batch, height, width = values.shape
+    h, w = height // rows, width // cols
+    for b in range(batch):
+        for y in range(height):
+            source, target = values[b, y], out[b, y]
+            base = (y // h) * cols
+            for col in range(cols):
+                factor = factors[b, base + col]
+                for x in range(col * w, (col + 1) * w):
+                    target[x] = source[x] * factor
+    return out
+
+
+@numba.njit(**FAST_SUMS)
+def entropy_sums(values):
+    """Σ_i p_i log p_i over each row of (batch, N) ``values`` (0 log 0 = 0), in float64."""
+    batch, size = values.shape
+    sums = np.empty(batch)
+    for b in range(batch):
+        row = values[b]
+        total = 0.0
+        for i in range(size):
+            p = np.float64(row[i])
+            total += p * fastmath.log(max(p, TINY))
+        sums[b] = total
+    return sums
+
+
+@numba.njit(**FAST_SUMS)
+def mean_squared_error(values, total, data):
+    """mean_i (p_i · total − x_i)² over each row of (batch, N) ``values``; ``data`` is (N,)."""
+    batch, size = values.shape
+    errors = np.empty(batch)
+    for b in range(batch):
+        row = values[b]
+        acc = 0.0
+        for i in range(size):
+            residual = np.float64(row[i]) * total - data[i]
+            acc += residual * residual
+        errors[b] = acc / size
+    return errors

@@ -1,0 +1,194 @@
+"""Compiled (numba) kernels for image numerics; each mirrors a plain-numpy reference.
+
+Imported only when the compiled path runs (see :mod:`coarsekl.numerics`). All kernels
+release the GIL, so the runner's threads can work on different members at once, and work
+one image at a time through buffers that stay in the CPU cache.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from coarsekl import fastmath
+
+JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+# Reassociation lets LLVM vectorise sums; no finite-math flags, so NaN and inf stay visible.
+FAST = {**JIT, "fastmath": {"reassoc", "contract"}}
+# Small helpers called once per row: a call between compiled functions costs more than
+# the row's arithmetic, so they are inlined into their callers.
+INLINE = {**FAST, "inline": "always"}
+
+
+@numba.njit(**INLINE)
+def _reflect(index, start, length):
+    """Half-sample symmetric reflection of ``index`` into [start, start + length)."""
+    offset = (index - start) % (2 * length)
+    if offset >= length:
+        offset = 2 * length - 1 - offset
+    return start + offset
+
+
+@numba.njit(**INLINE)
+def _correlate(padded, weights, out, count):
+    """out[x] = Σ_k w_k padded[x + k] for x < count.
+
+    Every array is indexed by the bare loop index (shifted views instead of x + k): numba
+    checks other index expressions for negative values, which stops vectorisation.
+    """
+    if weights.size == 5:  # σ ≈ 0.5, the paper's value: unrolled
+        p0, p1, p2, p3, p4 = padded[0:], padded[1:], padded[2:], padded[3:], padded[4:]
+        w0, w1, w2, w3, w4 = weights[0], weights[1], weights[2], weights[3], weights[4]
+        for x in range(count):
+            out[x] = w0 * p0[x] + w1 * p1[x] + w2 * p2[x] + w3 * p3[x] + w4 * p4[x]
+        return
+    for x in range(count):
+        out[x] = 0.0
+    for k in range(weights.size):
+        weight = weights[k]
+        shifted = padded[k:]
+        for x in range(count):
+            out[x] += weight * shifted[x]
+
+
+@numba.njit(**FAST)
+def _smooth_image(image, weights, segment_h, segment_w, rows, out):
+    """G_σ of one (H, W) image into ``out`` (its dtype), reflecting at the borders of
+    segments of ``segment_h`` × ``segment_w``; ``rows`` is an (H, W) float64 buffer.
+    Returns the sum of ``out``."""
+    height, width = image.shape
+    radius = weights.size // 2
+    padded = np.empty(segment_w + 2 * radius)
+    column = np.empty(width)
+    # Along x: each segment copied into a buffer padded by its reflection.
+    for y in range(height):
+        source = image[y]
+        for start in range(0, width, segment_w):
+            inner, segment = padded[radius:], source[start:]
+            for i in range(segment_w):
+                inner[i] = segment[i]
+            for i in range(radius):  # only the 2r border samples need the reflection
+                padded[i] = source[_reflect(start + i - radius, start, segment_w)]
+                end = radius + segment_w + i
+                padded[end] = source[_reflect(start + segment_w + i, start, segment_w)]
+            _correlate(padded, weights, rows[y, start:], segment_w)
+    # Along y: whole rows at a time, reflected row indices.
+    total = 0.0
+    for y in range(height):
+        start = (y // segment_h) * segment_h
+        for x in range(width):
+            column[x] = 0.0
+        for k in range(weights.size):
+            row = rows[_reflect(y - radius + k, start, segment_h)]
+            weight = weights[k]
+            for x in range(width):
+                column[x] += weight * row[x]
+        target = out[y]
+        for x in range(width):
+            target[x] = column[x]
+            total += column[x]
+    return total
+
+
+@numba.njit(**FAST)
+def smooth(values, weights, segment_h, segment_w, out):
+    """Separable correlation with ``weights`` (odd length 2r + 1) over (batch, H, W)
+    ``values`` into ``out``, reflecting at segment borders; returns the per-image sums."""
+    batch, height, width = values.shape
+    rows = np.empty((height, width))
+    totals = np.empty(batch)
+    for b in range(batch):
+        totals[b] = _smooth_image(values[b], weights, segment_h, segment_w, rows, out[b])
+    return totals
+
+
+@numba.njit(**INLINE)
+def _horizontal(source, weights, padded, target):
+    """One row: target = the weights correlated with ``source`` reflected at its ends;
+    ``padded`` is a buffer of len(source) + 2r."""
+    width = source.size
+    radius = weights.size // 2
+    inner = padded[radius:]
+    for i in range(width):
+        inner[i] = source[i]
+    if width >= radius:  # one reflection: d c b a | a b c d | d c b a
+        for i in range(radius):
+            padded[radius - 1 - i] = source[i]
+            padded[radius + width + i] = source[width - 1 - i]
+    else:
+        for i in range(radius):
+            padded[i] = source[_reflect(i - radius, 0, width)]
+            padded[radius + width + i] = source[_reflect(width + i, 0, width)]
+    _correlate(padded, weights, target, width)
+
+
+@numba.njit(**INLINE)
+def _vertical(ring, weights, y, height, column, line):
+    """Output row y from the rows y − r … y + r (reflected at 0 and ``height``), kept in
+    ``ring`` at their index modulo its length; returns the row's sum."""
+    taps = weights.size
+    radius = taps // 2
+    total = 0.0
+    if taps == 5:  # σ ≈ 0.5: one pass over the five rows
+        r0 = ring[_reflect(y - 2, 0, height) % 5]
+        r1 = ring[_reflect(y - 1, 0, height) % 5]
+        r2 = ring[y % 5]
+        r3 = ring[_reflect(y + 1, 0, height) % 5]
+        r4 = ring[_reflect(y + 2, 0, height) % 5]
+        w0, w1, w2, w3, w4 = weights[0], weights[1], weights[2], weights[3], weights[4]
+        for x in range(line.size):
+            value = w0 * r0[x] + w1 * r1[x] + w2 * r2[x] + w3 * r3[x] + w4 * r4[x]
+            line[x] = value
+            total += value
+        return total
+    for x in range(line.size):
+        column[x] = 0.0
+    for k in range(taps):
+        row = ring[_reflect(y - radius + k, 0, height) % taps]
+        weight = weights[k]
+        for x in range(line.size):
+            column[x] += weight * row[x]
+    for x in range(line.size):
+        line[x] = column[x]
+        total += column[x]
+    return total
+
+
+@numba.njit(**FAST)
+def geometric_mean(values, log_data, beta, floor, weights, out):
+    """The geometric-mean step for (batch, H, W) ``values`` into ``out``:
+    p' ∝ G_σ exp((1 − β) log max(p, floor) + β log q), each image summing to 1.
+
+    One pass over each image: rows are mixed and smoothed along x as they are read, kept
+    in a ring of 2r + 1 rows, and smoothed along y as soon as their neighbours are there,
+    so the work stays in cache whatever the image size. With p, q ≤ 1 and the floor, the
+    exponent lies in [log floor, 0]: exp needs no shift by the maximum (the reference
+    subtracts it; results agree to rounding). ``weights`` (odd length) of length 1: σ = 0.
+    """
+    batch, height, width = values.shape
+    taps = weights.size
+    radius = taps // 2
+    ring = np.empty((taps, width))
+    mixed = np.empty(width)
+    padded = np.empty(width + 2 * radius)
+    column = np.empty(width)
+    for b in range(batch):
+        image, target = values[b], out[b]
+        ready = 0  # rows mixed and smoothed along x so far
+        total = 0.0
+        for y in range(height):
+            while ready <= min(y + radius, height - 1):
+                source, data = image[ready], log_data[ready]
+                # Two loops (log, then exp) vectorise better than one that does both.
+                for x in range(width):
+                    mixed[x] = fastmath.log(max(np.float64(source[x]), floor))
+                for x in range(width):
+                    mixed[x] = fastmath.exp((1.0 - beta) * mixed[x] + beta * data[x])
+                _horizontal(mixed, weights, padded, ring[ready % taps])
+                ready += 1
+            total += _vertical(ring, weights, y, height, column, target[y])
+        factor = 1.0 / total
+        for y in range(height):
+            line = target[y]
+            for x in range(width):
+                line[x] *= factor
