@@ -168,17 +168,21 @@ def bench_sizes(quick: bool) -> None:
     sizes = (32, 64) if quick else (64, 128, 256, 512, 1024, 2048)
     total = sizes[-1] ** 2
     print(f"\n### Target 4: scaling in image size, 4 × 4 blocks, batch of {sizes[-1]}² pixels\n")
-    print("| size | members | step | per pixel | vs 64² |\n|---|---|---|---|---|")
+    print(
+        "| size | members | step, 1 thread | per pixel | vs 64² | step, 2 threads | per pixel |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     repeats = 3 if quick else 7
     first = None
     for size in sizes:
         members = total // size**2
-        seconds = time_steps(step_config(size, 4, members), repeats)
-        per_pixel = seconds / total
-        first = first or per_pixel
+        config = step_config(size, 4, members)
+        single, double = (time_steps(config, repeats, threads) / total for threads in (1, 2))
+        first = first or single
         print(
-            f"| {size} × {size} | {members} | {seconds * 1e3:.1f} ms "
-            f"| {per_pixel * 1e9:.2f} ns | {per_pixel / first:.2f}× |"
+            f"| {size} × {size} | {members} | {single * total * 1e3:.1f} ms "
+            f"| {single * 1e9:.2f} ns | {single / first:.2f}× "
+            f"| {double * total * 1e3:.1f} ms | {double * 1e9:.2f} ns |"
         )
 
 
@@ -215,7 +219,7 @@ def bench_memory(quick: bool) -> None:
     size, members, steps = (64, 2, 10) if quick else (512, 16, 100)
     state_mib = 2 * members * size**2 * 8 / 2**20
     print(f"\n### Target 5: peak memory, {members} members × {size}², {steps} steps, to a file\n")
-    print(f"(one float64 batch of states, base + proj: {state_mib:.0f} MiB)\n")
+    print(f"(one float64 batch of states, base + proj: {state_mib:.1f} MiB)\n")
     print(
         "| dtype | snapshots | peak RSS | added by the run | vs 11 snapshots |\n"
         "|---|---|---|---|---|"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -125,15 +126,15 @@ def check_state(
         raise PluginContractError(f"{where} returned shape {shape}, expected {expected_shape}")
     if state.dtype.kind != "f":
         raise PluginContractError(f"{where} returned dtype {state.dtype}, expected floats")
-    dtype = np.dtype(dtype)
-    state = state.astype(dtype, copy=False)
+    if state.dtype != dtype:
+        state = state.astype(dtype)
     totals, smallest, finite = _summary(state, site_ndim)
     if not finite:
         raise PluginContractError(f"{where} returned NaN or inf values")
     if smallest < 0:
         raise PluginContractError(f"{where} returned negative values (min {smallest:.3g})")
-    worst = float(np.max(np.abs(totals - 1)))
-    if worst > _TOLERANCES[dtype.name].normalisation:
+    worst = float(np.abs(totals - 1).max())
+    if worst > _TOLERANCES[np.dtype(dtype)].normalisation:
         raise PluginContractError(
             f"{where} returned a state that is not normalised (|Σp − 1| up to {worst:.3g})"
         )
@@ -145,11 +146,12 @@ def _summary(state: np.ndarray, site_ndim: int) -> tuple[np.ndarray, float, bool
     if compiled_enabled():
         from coarsekl._compiled import state_summary
 
-        sites = int(np.prod(state.shape[state.ndim - site_ndim :]))
-        totals, smallest, finite = state_summary(state.reshape(-1, sites))
-        return totals, smallest, finite
+        sites = math.prod(state.shape[state.ndim - site_ndim :])
+        totals, negatives = state_summary(state.reshape(-1, sites))
+        finite = bool(np.isfinite(totals).all())  # a NaN or inf anywhere makes its total so
+        return totals, (state.min() if negatives and finite else 0.0), finite
     totals = state.sum(axis=tuple(range(-site_ndim, 0)), dtype=np.float64)
-    finite = bool(np.isfinite(totals).all())  # a NaN or inf anywhere makes its total so
+    finite = bool(np.isfinite(totals).all())
     return totals, (state.min() if finite else np.nan), finite
 
 
@@ -183,6 +185,7 @@ def run(
 
         steps = tqdm(steps, desc=config.name, unit="step", delay=0.5, leave=False)
     with contextlib.ExitStack() as stack:
+        stack.callback(engine.close)
         if output is None:
             snapshots = _MemorySnapshots(experiment)
         else:
@@ -194,7 +197,6 @@ def run(
             engine.advance(index)
             if callback is not None:
                 callback({"step": index, "state": engine.state(), "proposal": engine.proposal()})
-        engine.close()
         dataset = recorder.dataset()
         if output is None:
             return dataset
@@ -254,7 +256,7 @@ class Engine:
         self.projected = [i for i, s in enumerate(config.schemes) if s == "proj"]
         provider = experiment.providers[f"kernel {config.kernel.kind}"]
         self.kernel_name = f"kernel {config.kernel.kind!r} ({provider})"
-        self.tolerances = _TOLERANCES[self.dtype.name]
+        self.tolerances = _TOLERANCES[self.dtype]
         self.recorder: _Recorder | None = None
 
     def start(self, recorder: _Recorder) -> None:
@@ -295,17 +297,21 @@ class Engine:
                 )
         clipped = np.zeros(masses.shape, dtype=bool)
         if self.projected:
-            new_state = np.empty_like(proposal)
+            schemes = []
             who = f"projector {config.projector.kind!r}"
             for i in range(len(config.schemes)):
                 if i not in self.projected:
-                    new_state[i] = proposal[i]
+                    schemes.append(proposal[i])
                     continue
                 projection = experiment.projector.project(proposal[i], problem, step)
-                new_state[i] = check_state(
-                    projection.state, proposal.shape[1:], self.site_ndim, who, index, self.dtype
+                schemes.append(
+                    check_state(
+                        projection.state, proposal.shape[1:], self.site_ndim, who, index, self.dtype
+                    )
                 )
                 clipped[i] = projection.clipped
+            # One scheme: a view of the projection (no copy); several: one new batch.
+            new_state = schemes[0][None] if len(schemes) == 1 else np.stack(schemes)
             new_masses = problem.block_masses(new_state)
         else:
             new_state, new_masses = proposal, proposal_masses
@@ -336,8 +342,8 @@ class _Tolerances:
 
 
 _TOLERANCES = {
-    "float64": _Tolerances(normalisation=1e-8, block_mass=1e-9),
-    "float32": _Tolerances(normalisation=1e-4, block_mass=1e-5),
+    np.dtype(np.float64): _Tolerances(normalisation=1e-8, block_mass=1e-9),
+    np.dtype(np.float32): _Tolerances(normalisation=1e-4, block_mass=1e-5),
 }
 
 

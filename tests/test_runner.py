@@ -368,3 +368,10 @@ def test_an_interrupted_run_leaves_the_older_output_untouched(tmp_path, small_co
         coarsekl.run(small_config(), output=target, callback=interrupt)
     assert target.read_bytes() == b"an older result"
     assert [p.name for p in tmp_path.iterdir()] == ["run.nc"]
+
+
+def test_a_single_projected_scheme_equals_the_proj_scheme_of_a_pair(small_config):
+    pair = coarsekl.run(small_config())
+    alone = coarsekl.run(small_config(schemes=["proj"]))
+    for name in ("V", "E_block", "block_mass", "state"):
+        np.testing.assert_array_equal(alone[name].sel(scheme="proj"), pair[name].sel(scheme="proj"))

@@ -30,25 +30,34 @@ def _finish_row(s, w, lower, upper, projected, clipped) -> None:
 
 @numba.njit(**FAST_SUMS)
 def _project_row_by_pieces(w, lower, upper, projected, clipped) -> bool:
-    """The scale s by Newton steps along the linear pieces of g(s) = Σ_j clip(s·w_j, a_j, b_j),
+    """The scale s by steps along the linear pieces of g(s) = Σ_j clip(s·w_j, a_j, b_j),
     each O(K) and vectorised, instead of sorting all 2K breakpoints (O(K log K)).
 
     At s, the blocks below (s·w_j ≤ a_j), free and above (s·w_j ≥ b_j) give the piece
     g = offset + slope·s; its root r is exact when r keeps that classification, and is
-    accepted only then. A bracket keeps the steps inside; after MAX_PIECE_STEPS without an
-    exact root (or when no root exists) it returns False and the sorted method decides.
+    accepted only then. Otherwise the next s is r (a Newton step) when it falls inside the
+    bracket [low, high] around the root, else the Illinois regula falsi point of the
+    bracket (g is monotone, so the bracket always holds the root). On a piece where g is
+    flat at 1 it takes the piece's left end. After MAX_PIECE_STEPS without a root, or when
+    no root exists, it returns False and the sorted method decides.
     """
     k = w.size
     target = 1.0
-    reachable = 0.0
+    g_low = 0.0  # g(0) = Σ a_j over the occupied blocks
+    g_high = 0.0  # g(high) = Σ b_j, high the last breakpoint
+    high = 0.0
     for j in range(k):
         if w[j] > 0:
-            reachable += upper[j]
+            g_low += lower[j]
+            g_high += upper[j]
+            high = max(high, upper[j] / w[j])
         else:
             target -= lower[j]
-    if reachable < target:
-        return False  # no root: the sorted method spreads the rest over the empty blocks
-    low, high, s = 0.0, np.inf, 1.0
+    if g_high < target or g_low >= target:
+        return False  # no root, or the root at s = 0: left to the sorted method
+    low = 0.0
+    s = min(1.0, high)
+    retained = 0  # Illinois: which end was kept last time (−1 low, +1 high)
     for _ in range(MAX_PIECE_STEPS):
         offset = 0.0
         slope = 0.0
@@ -64,11 +73,16 @@ def _project_row_by_pieces(w, lower, upper, projected, clipped) -> bool:
                 slope += w[j]
         value = offset + slope * s
         if slope == 0 and abs(value - target) <= ROOT_SLACK:
-            return False  # a flat piece at 1: the sorted method takes its left end
-        if value < target:
-            low = max(low, s)
-        else:
-            high = min(high, s)
+            # Every block is at a bound and g = 1 on this piece: take its left end, the
+            # last upper breakpoint b_j / w_j passed (as the sorted method does).
+            left = 0.0
+            for j in range(k):
+                if w[j] > 0 and s * w[j] >= upper[j]:
+                    left = max(left, upper[j] / w[j])
+            if left == 0.0:
+                return False
+            _finish_row(left, w, lower, upper, projected, clipped)
+            return True
         if slope > 0:
             root = (target - offset) / slope
             exact = True
@@ -86,10 +100,22 @@ def _project_row_by_pieces(w, lower, upper, projected, clipped) -> bool:
             if exact:
                 _finish_row(root, w, lower, upper, projected, clipped)
                 return True
-            if low < root < high:
-                s = root
-                continue
-        s = 0.5 * (low + high) if np.isfinite(high) else 2.0 * max(s, 1.0)
+        if value < target:
+            low, g_low = s, value
+            if retained == 1:
+                g_high = target + 0.5 * (g_high - target)
+            retained = 1
+        else:
+            high, g_high = s, value
+            if retained == -1:
+                g_low = target - 0.5 * (target - g_low)
+            retained = -1
+        if slope > 0 and low < root < high:
+            s = root
+        else:
+            s = low + (target - g_low) * (high - low) / (g_high - g_low)
+            if not low < s < high:
+                s = 0.5 * (low + high)
     return False
 
 
@@ -218,9 +244,10 @@ def grid_block_sums(values, rows, cols):
                 for x in range(width):
                     band[x] += line[x]
             for col in range(cols):
+                piece = band[col * w :]  # index by the bare loop variable: see below
                 partial = 0.0
-                for x in range(col * w, (col + 1) * w):
-                    partial += band[x]
+                for x in range(w):
+                    partial += piece[x]
                 sums[b, row * cols + col] = partial
     return sums
 
@@ -236,8 +263,11 @@ def grid_scale_blocks(values, factors, rows, cols, out):
             base = (y // h) * cols
             for col in range(cols):
                 factor = factors[b, base + col]
-                for x in range(col * w, (col + 1) * w):
-                    target[x] = source[x] * factor
+                # Views indexed by the bare loop variable: numba checks any other index for
+                # negative values, and that check stops LLVM from vectorising the loop.
+                piece, scaled = source[col * w :], target[col * w :]
+                for x in range(w):
+                    scaled[x] = piece[x] * factor
     return out
 
 

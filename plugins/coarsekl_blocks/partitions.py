@@ -75,9 +75,9 @@ class BlockGrid:
         if compiled_enabled():
             from coarsekl_blocks._compiled import grid_block_sums
 
-            batch = values.shape[:-2]
-            sums = grid_block_sums(values.reshape(-1, *self.shape), *self.blocks)
-            return sums.reshape(*batch, self.n_blocks)
+            rows, cols = self.blocks
+            sums = grid_block_sums(values.reshape(-1, *self.shape), rows, cols)
+            return sums.reshape(*values.shape[:-2], rows * cols)
         sums = self._split(values).sum(axis=(-3, -1), dtype=np.float64)
         return sums.reshape(*sums.shape[:-2], self.n_blocks)
 
@@ -85,15 +85,16 @@ class BlockGrid:
         """values · factors[block(x)]: (..., H, W) and (..., K) -> (..., H, W), values' dtype.
 
         The same as ``values * broadcast(factors)`` without building the broadcast array."""
-        factors = factors.astype(values.dtype, copy=False)
         if not compiled_enabled():
-            return values * self.broadcast(factors)
+            return values * self.broadcast(factors.astype(values.dtype, copy=False))
         from coarsekl_blocks._compiled import grid_scale_blocks
 
+        rows, cols = self.blocks
         batch = np.ascontiguousarray(values).reshape(-1, *self.shape)
-        rows = np.broadcast_to(factors, (*values.shape[:-2], self.n_blocks))
+        if factors.shape != (*values.shape[:-2], rows * cols):
+            factors = np.broadcast_to(factors, (*values.shape[:-2], rows * cols))
         out = np.empty_like(batch)
-        grid_scale_blocks(batch, rows.reshape(-1, self.n_blocks), *self.blocks, out)
+        grid_scale_blocks(batch, factors.reshape(-1, rows * cols), rows, cols, out)
         return out.reshape(values.shape)
 
     def broadcast(self, block_values: np.ndarray) -> np.ndarray:

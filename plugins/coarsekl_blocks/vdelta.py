@@ -176,14 +176,18 @@ def apply_block_masses(
     """
     partition = problem.partition
     occupied = masses > 0
-    ratio = np.divide(new_masses, masses, out=np.zeros_like(new_masses), where=occupied)
+    all_occupied = occupied.all()
+    if all_occupied:
+        ratio = new_masses / masses
+    else:
+        ratio = np.divide(new_masses, masses, out=np.zeros_like(new_masses), where=occupied)
     scale_blocks = getattr(partition, "scale_blocks", None)  # an optional fast path
     if scale_blocks is not None:
         result = scale_blocks(state, ratio)
     else:
         result = state * partition.broadcast(ratio.astype(state.dtype, copy=False))
     filled = ~occupied & (new_masses > 0)
-    if filled.any():
+    if not all_occupied and filled.any():
         fill = np.where(filled, new_masses / partition.block_sizes, 0.0)
         result += partition.broadcast(fill.astype(state.dtype, copy=False))
     return result

@@ -8,6 +8,8 @@ stochastic, so it keeps total mass; applied inside each block it keeps block mas
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from coarsekl.numerics import compiled_enabled
@@ -15,13 +17,16 @@ from coarsekl.numerics import compiled_enabled
 __all__ = ["blockwise_gaussian", "gaussian_smooth", "gaussian_weights"]
 
 
+@functools.lru_cache(maxsize=64)
 def gaussian_weights(sigma: float, truncate: float = 4.0) -> np.ndarray:
     """The sampled, normalised Gaussian of ``scipy.ndimage.gaussian_filter1d``: (2r + 1,)
-    weights with radius r = int(truncate · σ + 0.5)."""
+    weights with radius r = int(truncate · σ + 0.5) (read-only: the result is cached)."""
     radius = int(truncate * sigma + 0.5)
     offsets = np.arange(-radius, radius + 1)
     weights = np.exp(-0.5 / sigma**2 * offsets**2)
-    return weights / weights.sum()
+    weights /= weights.sum()
+    weights.flags.writeable = False
+    return weights
 
 
 def _smooth_compiled(values: np.ndarray, sigma: float, segment: tuple[int, int]):
