@@ -8,6 +8,7 @@ random numbers). Purposes: 0 data, 1 initial state, 2 kernel.
 
 from __future__ import annotations
 
+import copy
 from enum import IntEnum
 
 import numpy as np
@@ -48,6 +49,11 @@ class MemberRandom:
     def subset(self, members: slice) -> MemberRandom:
         """The streams of a group of members (the same generator objects, not copies)."""
         return MemberRandom(self.generators[members])
+
+    def copy(self) -> MemberRandom:
+        """Independent copies of the generators in their current state: they give the
+        same numbers as the originals from here on."""
+        return MemberRandom([copy.deepcopy(generator) for generator in self.generators])
 
     def normal(self, event_shape: tuple[int, ...], dtype=np.float64) -> np.ndarray:
         """Standard normal draws, ``(members, *event_shape)``."""

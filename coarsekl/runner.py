@@ -35,6 +35,7 @@ __all__ = ["BuiltExperiment", "Engine", "build_experiment", "default_threads", "
 
 THREADS_ENV = "COARSEKL_THREADS"
 GROUP_BYTES = 1 << 20  # members per group: about this many bytes of state (cache-sized)
+MIN_TILE_BYTES = 1 << 19  # smaller tiles are not worth a thread of their own
 COMPRESSION_LEVEL = 4  # zlib level of the netCDF output
 STATE_ATTRIBUTES = {"long_name": "state p (probability per pixel)", "units": "1"}
 RESERVED_NAMES = {
@@ -218,10 +219,14 @@ def default_threads() -> int:
 class Engine:
     """Advances the whole batch ``(scheme, member, *site_shape)`` one step at a time.
 
-    Members are independent (unless the kernel sets ``couples_members``), so the batch is
-    kept as groups of members small enough to stay in the CPU cache through kernel,
-    projection, block masses and metrics; the groups are processed by a pool of threads
-    (the compiled kernels and numpy release the GIL). Results do not depend on the grouping.
+    Members are independent (unless the kernel sets ``couples_members``), and so are the
+    schemes, so the batch is cut into tiles (a range of schemes × a group of members)
+    small enough to stay in the CPU cache through kernel, projection, block masses and
+    metrics; a pool of threads advances the tiles (the compiled kernels and numpy release
+    the GIL). Members are grouped first; schemes are split only when there are fewer
+    member groups than threads. A tile of later schemes draws from copies of its members'
+    generators, so all schemes still see the same numbers. Results do not depend on the
+    tiling or the number of threads.
     """
 
     def __init__(
@@ -235,25 +240,42 @@ class Engine:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ConfigError(f"threads must be a positive integer, got {threads!r}")
         n_schemes, members = len(config.schemes), config.members
-        member_bytes = n_schemes * int(np.prod(problem.partition.site_shape)) * self.dtype.itemsize
-        if getattr(experiment.kernel, "couples_members", False):
-            group = members
+        scheme_bytes = math.prod(problem.partition.site_shape) * self.dtype.itemsize
+        member_bytes = n_schemes * scheme_bytes
+        coupled = getattr(experiment.kernel, "couples_members", False)
+        if coupled:
+            size = members
         else:
-            group = max(1, min(GROUP_BYTES // member_bytes, -(-members // threads)))
-        self.groups = [slice(a, min(a + group, members)) for a in range(0, members, group)]
+            in_cache = GROUP_BYTES // member_bytes
+            # Spread the members over the threads, but give each tile enough work to pay
+            # for its Python overhead and the hand-over of the GIL between threads.
+            spread = max(-(-members // threads), -(-MIN_TILE_BYTES // member_bytes))
+            size = max(1, min(in_cache, spread))
+        groups = [slice(a, min(a + size, members)) for a in range(0, members, size)]
+        worth_splitting = size * scheme_bytes >= MIN_TILE_BYTES
+        if not coupled and len(groups) < threads and n_schemes > 1 and worth_splitting:
+            parts = [slice(i, i + 1) for i in range(n_schemes)]
+        else:
+            parts = [slice(0, n_schemes)]
+        self.tiles = [(part, group) for group in groups for part in parts]
         rng = MemberRandom.from_seed(config.seed, Purpose.KERNEL, members)
-        self.rngs = [rng.subset(g) for g in self.groups]
-        workers = min(threads, len(self.groups))
+        self.rngs = {(group.start, group.stop): rng.subset(group) for group in groups}
+        workers = min(threads, len(self.tiles))
         self.pool = ThreadPoolExecutor(workers, "coarsekl") if workers > 1 else None
         initial = experiment.initial_states.astype(self.dtype)
         self.states = [
-            np.broadcast_to(initial[g], (n_schemes, *initial[g].shape)).copy() for g in self.groups
+            np.broadcast_to(initial[group], (part.stop - part.start, *initial[group].shape)).copy()
+            for part, group in self.tiles
         ]
-        self.masses = [problem.partition.block_sums(s) for s in self.states]
-        self.proposals: list[np.ndarray] | None = (
-            [None] * len(self.groups) if keep_proposals else None
+        self.masses = [problem.partition.block_sums(state) for state in self.states]
+        self.proposals: list[np.ndarray | None] | None = (
+            [None] * len(self.tiles) if keep_proposals else None
         )
-        self.projected = [i for i, s in enumerate(config.schemes) if s == "proj"]
+        projected = [i for i, s in enumerate(config.schemes) if s == "proj"]
+        self.projected = [
+            [i - part.start for i in projected if part.start <= i < part.stop]
+            for part, _ in self.tiles
+        ]
         provider = experiment.providers[f"kernel {config.kernel.kind}"]
         self.kernel_name = f"kernel {config.kernel.kind!r} ({provider})"
         self.tolerances = _TOLERANCES[self.dtype]
@@ -263,27 +285,36 @@ class Engine:
         """Record step 0 (the initial states)."""
         self.recorder = recorder
         step = self.experiment.step_info(0)
-        for group, state, masses in zip(self.groups, self.states, self.masses, strict=True):
-            recorder.record(0, group, step, state, masses, state, masses, None)
-        recorder.snapshot(0, self.groups, self.states)
+        for tile, state, masses in zip(self.tiles, self.states, self.masses, strict=True):
+            recorder.record(0, tile, step, state, masses, state, masses, None)
+        recorder.snapshot(0, self.tiles, self.states)
 
     def advance(self, index: int) -> None:
         """Step ``index``: kernel, checks, projection, block masses, metrics, snapshots."""
         step = self.experiment.step_info(index)
-        tasks = range(len(self.groups))
+        rngs = [self._random_for(tile) for tile in self.tiles]  # copies made before any draw
+        tasks = range(len(self.tiles))
         if self.pool is None:
             for task in tasks:
-                self._advance_group(task, index, step)
+                self._advance_tile(task, index, step, rngs[task])
         else:
-            for _ in self.pool.map(lambda task: self._advance_group(task, index, step), tasks):
+            work = self.pool.map(
+                lambda task: self._advance_tile(task, index, step, rngs[task]), tasks
+            )
+            for _ in work:
                 pass
-        self.recorder.snapshot(index, self.groups, self.states)
+        self.recorder.snapshot(index, self.tiles, self.states)
 
-    def _advance_group(self, task: int, index: int, step: Step) -> None:
-        experiment, group = self.experiment, self.groups[task]
+    def _random_for(self, tile: tuple[slice, slice]) -> MemberRandom:
+        part, group = tile
+        rng = self.rngs[group.start, group.stop]
+        return rng if part.start == 0 else rng.copy()
+
+    def _advance_tile(self, task: int, index: int, step: Step, rng: MemberRandom) -> None:
+        experiment, tile = self.experiment, self.tiles[task]
         problem, config = experiment.problem, experiment.config
         state, masses = self.states[task], self.masses[task]
-        proposal = experiment.kernel.step(state, problem, step, self.rngs[task])
+        proposal = experiment.kernel.step(state, problem, step, rng)
         proposal = check_state(
             proposal, state.shape, self.site_ndim, self.kernel_name, index, self.dtype
         )
@@ -296,11 +327,12 @@ class Engine:
                     f"{drift:.3g} at step {index}; fix the kernel or set block_preserving = False"
                 )
         clipped = np.zeros(masses.shape, dtype=bool)
-        if self.projected:
+        projected = self.projected[task]
+        if projected:
             schemes = []
             who = f"projector {config.projector.kind!r}"
-            for i in range(len(config.schemes)):
-                if i not in self.projected:
+            for i in range(state.shape[0]):
+                if i not in projected:
                     schemes.append(proposal[i])
                     continue
                 projection = experiment.projector.project(proposal[i], problem, step)
@@ -319,16 +351,26 @@ class Engine:
         if self.proposals is not None:
             self.proposals[task] = proposal
         self.recorder.record(
-            index, group, step, new_state, new_masses, proposal, proposal_masses, clipped
+            index, tile, step, new_state, new_masses, proposal, proposal_masses, clipped
         )
 
     def state(self) -> np.ndarray:
         """The whole batch ``(scheme, member, *site_shape)`` (a new array)."""
-        return np.concatenate(self.states, axis=1)
+        return self._assemble(self.states)
 
     def proposal(self) -> np.ndarray:
         """The kernel's output of the last step, before projection (a new array)."""
-        return np.concatenate(self.proposals, axis=1)
+        return self._assemble(self.proposals)
+
+    def _assemble(self, tiles: list[np.ndarray]) -> np.ndarray:
+        config = self.experiment.config
+        whole = np.empty(
+            (len(config.schemes), config.members, *self.experiment.problem.partition.site_shape),
+            dtype=self.dtype,
+        )
+        for (part, group), values in zip(self.tiles, tiles, strict=True):
+            whole[part, group] = values
+        return whole
 
     def close(self) -> None:
         if self.pool is not None:
@@ -363,8 +405,9 @@ class _MemorySnapshots:
             dtype=config.dtype,
         )
 
-    def write(self, step: int, members: slice, state: np.ndarray) -> None:
-        self.array[:, members, self.index[step]] = state
+    def write(self, step: int, tile: tuple[slice, slice], state: np.ndarray) -> None:
+        schemes, members = tile
+        self.array[schemes, members, self.index[step]] = state
 
 
 class _StreamedSnapshots:
@@ -396,8 +439,9 @@ class _StreamedSnapshots:
         self.variable.setncatts(STATE_ATTRIBUTES)
         self.array = None
 
-    def write(self, step: int, members: slice, state: np.ndarray) -> None:
-        self.variable[:, members, self.index[step]] = state
+    def write(self, step: int, tile: tuple[slice, slice], state: np.ndarray) -> None:
+        schemes, members = tile
+        self.variable[schemes, members, self.index[step]] = state
 
     def __enter__(self) -> _StreamedSnapshots:
         return self
@@ -432,28 +476,29 @@ class _Recorder:
                 self.arrays[f"{name}_pre"] = np.zeros(full)
         self.tolerances = np.full(config.steps + 1, np.nan)
 
-    def record(self, index, group, step, state, masses, proposal, proposal_masses, clipped) -> None:
-        """Record step ``index`` for the members ``group`` (a slice)."""
+    def record(self, index, tile, step, state, masses, proposal, proposal_masses, clipped) -> None:
+        """Record step ``index`` for ``tile`` = (schemes, members), two slices."""
         arrays, problem = self.arrays, self.experiment.problem
-        arrays["block_mass"][:, group, index] = masses
-        previous = arrays["block_mass"][:, group, max(index - 1, 0)]
-        arrays["leak"][:, group, index] = np.abs(proposal_masses - previous).sum(axis=-1)
+        schemes, members = tile
+        arrays["block_mass"][schemes, members, index] = masses
+        previous = arrays["block_mass"][schemes, members, max(index - 1, 0)]
+        arrays["leak"][schemes, members, index] = np.abs(proposal_masses - previous).sum(axis=-1)
         if clipped is not None:
-            arrays["clipped"][:, group, index] = clipped
+            arrays["clipped"][schemes, members, index] = clipped
         for name, metric in self.experiment.metrics.items():
-            arrays[name][:, group, index] = self._evaluate(name, metric, state, problem, step)
+            value = self._evaluate(name, metric, state, problem, step)
+            arrays[name][schemes, members, index] = value
             if name in self.before:
-                arrays[f"{name}_pre"][:, group, index] = self._evaluate(
-                    name, metric, proposal, problem, step
-                )
+                value = self._evaluate(name, metric, proposal, problem, step)
+                arrays[f"{name}_pre"][schemes, members, index] = value
         if step.tolerance is not None:
             self.tolerances[index] = step.tolerance
 
-    def snapshot(self, index: int, groups: list[slice], states: list[np.ndarray]) -> None:
-        """Keep the state of step ``index`` if it is a snapshot step, group by group."""
+    def snapshot(self, index: int, tiles: list, states: list[np.ndarray]) -> None:
+        """Keep the state of step ``index`` if it is a snapshot step, tile by tile."""
         if index in self.snapshots.index:
-            for group, state in zip(groups, states, strict=True):
-                self.snapshots.write(index, group, state)
+            for tile, state in zip(tiles, states, strict=True):
+                self.snapshots.write(index, tile, state)
 
     def _evaluate(self, name, metric, state, problem, step) -> np.ndarray:
         value = np.asarray(metric.compute(state, problem, step))
