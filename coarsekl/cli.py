@@ -37,6 +37,9 @@ def _command_run(args: argparse.Namespace) -> int:
     from coarsekl.runner import run
 
     registry = get_registry()
+    scripted = _scripted_experiment(args.config, registry)
+    if scripted is not None:
+        return _run_script(scripted, args)
     config = load_config(args.config, registry=registry)
     if args.set:
         config = config.with_overrides(dict(_parse_override(item) for item in args.set))
@@ -50,6 +53,31 @@ def _command_run(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
         for figure in figures:
             print(f"wrote {figure}")
+    return 0
+
+
+def _scripted_experiment(name: str, registry):
+    """The named experiment ``name`` if it is a script (and no file of that name exists)."""
+    if Path(name).is_file() or name not in registry.names("experiment"):
+        return None
+    experiment = registry.lookup("experiment", name).component
+    return experiment if experiment.script is not None else None
+
+
+def _run_script(experiment, args: argparse.Namespace) -> int:
+    """``coarsekl run NAME`` of a scripted experiment: the script writes into --out."""
+    from coarsekl.io import prepare_output_dir
+
+    if args.set:
+        raise ConfigError(
+            f"{experiment.name!r} is a scripted experiment; --set applies only to configs "
+            "(call its script from Python to change its settings)"
+        )
+    folder = prepare_output_dir(args.out)
+    written = experiment.load_script()(folder, figures=not args.no_figures, progress=not args.quiet)
+    if not args.quiet:
+        for path in written:
+            print(f"wrote {path}")
     return 0
 
 

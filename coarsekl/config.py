@@ -306,6 +306,11 @@ def load_config(
                 f"{available}"
             )
         path = registry.lookup("experiment", str(source)).component.path
+        if path is None:
+            raise ConfigError(
+                f"{str(source)!r} is a scripted experiment (an analysis over many runs), not "
+                f"a config: run it with 'coarsekl run {source} --out DIR'"
+            )
     try:
         mapping = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:

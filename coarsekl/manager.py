@@ -27,6 +27,7 @@ BUILTIN_PLUGINS = (
     "coarsekl_blocks.plugin",
     "coarsekl_images.plugin",
     "coarsekl_paper.plugin",
+    "coarsekl_chains.plugin",
 )
 DISABLE_AUTOLOAD = "COARSEKL_DISABLE_PLUGIN_AUTOLOAD"
 

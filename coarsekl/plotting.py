@@ -43,7 +43,13 @@ def _quantity_scale(ds):
 
 
 def plot_snapshots(ds, member: int = 0):
-    """Data image and snapshots (in data intensity units, p · Σx) of every scheme."""
+    """Data image and snapshots (in data intensity units, p · Σx) of every scheme.
+
+    1-D states (distributions over the states of a chain) are drawn as one panel per scheme:
+    the data and every snapshot against the site index.
+    """
+    if ds.data.ndim == 1:
+        return _plot_snapshots_1d(ds, member)
     schemes = list(ds.scheme.values)
     snapshots = list(ds.snapshot.values)
     total = float(ds.data.sum())
@@ -69,6 +75,31 @@ def plot_snapshots(ds, member: int = 0):
             ax.set_title(f"{scheme}, step {step}" if step else f"{scheme}, initial")
     if image is not None:
         figure.colorbar(image, ax=axes, shrink=0.8, label="intensity (p · Σx) [data units]")
+    figure.suptitle(f"{ds.attrs.get('experiment', '')}: snapshots of member {member}")
+    return figure
+
+
+def _plot_snapshots_1d(ds, member: int):
+    from matplotlib import colormaps
+
+    schemes = list(ds.scheme.values)
+    total = float(ds.data.sum())
+    site = ds.data.dims[0]
+    sites = ds[site].values
+    colors = colormaps["viridis"](np.linspace(0, 0.9, ds.sizes["snapshot"]))
+    figure = _figure(5.0 * len(schemes), 3.6)
+    axes = figure.subplots(1, len(schemes), squeeze=False, sharey=True)[0]
+    for ax, scheme in zip(axes, schemes, strict=True):
+        ax.step(sites, ds.data.values, where="mid", color="0.2", linewidth=2, label="data")
+        for step, color in zip(ds.snapshot.values, colors, strict=True):
+            values = ds.state.sel(scheme=scheme, snapshot=step).isel(member=member) * total
+            label = f"step {step}" if step else "initial"
+            ax.step(sites, values.values, where="mid", color=color, linewidth=1, label=label)
+        ax.set_title(str(scheme))
+        ax.set_xlabel(f"{site} (chain state)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("intensity (p · Σx) [data units]")
+    axes[-1].legend(fontsize=8)
     figure.suptitle(f"{ds.attrs.get('experiment', '')}: snapshots of member {member}")
     return figure
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -54,11 +55,31 @@ class Component:
 
 @attrs.frozen(kw_only=True)
 class Experiment:
-    """A named experiment: a TOML config file runnable as ``coarsekl run NAME``."""
+    """A named experiment runnable as ``coarsekl run NAME``: a TOML config file (``path``),
+    or a script (``script = "module:function"``) for analyses over many runs.
+
+    A script is called as ``function(folder, *, figures=True, progress=False)``; it writes
+    its results into the existing ``folder`` (atomically) and returns the written paths.
+    """
 
     name: str = attrs.field(validator=_non_empty_str)
-    path: Path = attrs.field(converter=Path)
+    path: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     summary: str = attrs.field(validator=_non_empty_str)
+    script: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if (self.path is None) == (self.script is None):
+            raise TypeError(
+                f"experiment {self.name!r} needs exactly one of path (a TOML file) or "
+                "script ('module:function')"
+            )
+        if self.script is not None and not re.fullmatch(r"[\w.]+:\w+", self.script):
+            raise TypeError(f"script must be 'module:function', got {self.script!r}")
+
+    def load_script(self) -> Callable[..., list[Path]]:
+        """Import the script function (``script = "module:function"``)."""
+        module_name, _, attribute = str(self.script).partition(":")
+        return getattr(importlib.import_module(module_name), attribute)
 
 
 @attrs.frozen

@@ -545,8 +545,13 @@ class _Recorder:
                 {"long_name": "step of the snapshot", "units": "1"},
             ),
         }
+        site_kind = getattr(partition, "site_kind", "pixel")  # what a site is, for labels
         for dim, size in zip(site_dims, partition.site_shape, strict=True):
-            coords[dim] = (dim, np.arange(size), {"long_name": f"pixel {dim}", "units": "pixel"})
+            coords[dim] = (
+                dim,
+                np.arange(size),
+                {"long_name": f"{site_kind} {dim}", "units": site_kind},
+            )
         for name, (values, attributes) in partition.block_coords().items():
             coords[name] = ("block", values, attributes)
         arrays = self.arrays
