@@ -187,17 +187,23 @@ def bench_sizes(quick: bool) -> None:
 
 
 MEMORY_SCRIPT = """
-import json, resource, sys, tempfile, pathlib
+import json, pathlib, re, sys, tempfile
 import coarsekl
+
+def status(field):
+    text = pathlib.Path("/proc/self/status").read_text()
+    return int(re.search(field + r":\\s+(\\d+) kB", text).group(1))
+
 config = coarsekl.load_config(json.loads(sys.argv[1]))
 tiny = config.with_overrides({"members": 1, "steps": 1, "record.snapshots": [0, 1]})
 with tempfile.TemporaryDirectory() as folder:  # imports and compiles everything
     coarsekl.run(tiny, output=pathlib.Path(folder) / "tiny.nc").close()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+pathlib.Path("/proc/self/clear_refs").write_text("5")  # restart the peak (VmHWM) from here
+before = status("VmRSS")
 with tempfile.TemporaryDirectory() as folder:
     dataset = coarsekl.run(config, output=pathlib.Path(folder) / "run.nc")
     dataset.close()
-print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(before, status("VmHWM"))
 """
 
 
