@@ -168,8 +168,9 @@ def apply_block_masses(
 ) -> np.ndarray:
     """Rescale every block of ``state`` from ``masses`` to ``new_masses``, keeping its shape.
 
-    q(x) = w*_j · p(x | j); an empty block that must receive mass gets the uniform
-    within-block distribution, q(x) = w*_j / |Ω_j|.
+    q(x) = w*_j · p(x | j); an empty block that must receive mass gets the partition's
+    reference within-block distribution, q(x) = w*_j · π_j(x) (``within_block_reference``,
+    if the partition has one), else the uniform one, q(x) = w*_j / |Ω_j|.
     """
     partition = problem.partition
     occupied = masses > 0
@@ -185,8 +186,13 @@ def apply_block_masses(
         result = state * partition.broadcast(ratio.astype(state.dtype, copy=False))
     filled = ~occupied & (new_masses > 0)
     if not all_occupied and filled.any():
-        fill = np.where(filled, new_masses / partition.block_sizes, 0.0)
-        result += partition.broadcast(fill.astype(state.dtype, copy=False))
+        fill = np.where(filled, new_masses, 0.0)
+        # The partition's reference within-block distribution π_j if it has one, else uniform.
+        shape = getattr(partition, "within_block_reference", None)
+        if shape is None:
+            result += partition.broadcast((fill / partition.block_sizes).astype(state.dtype))
+        else:
+            result += (partition.broadcast(fill) * shape).astype(state.dtype)
     return result
 
 

@@ -107,6 +107,12 @@ class LabelVector:
         return self.shape
 
     @property
+    def within_block_reference(self) -> np.ndarray:
+        """π_j(x) per state, (n,), summing to 1 inside every block: the V_δ projector fills
+        an empty block that must receive mass with it."""
+        return self.reference
+
+    @property
     def n_blocks(self) -> int:
         return int(self._values.size)
 

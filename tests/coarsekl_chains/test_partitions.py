@@ -55,3 +55,17 @@ def test_reference_defaults_to_uniform_and_is_normalised_within_blocks():
 def test_bad_partitions_are_rejected_with_a_clear_message(arguments, error, message):
     with pytest.raises(error, match=message):
         LabelVector(**arguments)
+
+
+def test_the_vdelta_projection_fills_an_empty_block_with_its_reference_distribution():
+    from coarsekl.problem import Problem
+    from coarsekl.schedules import Step
+    from coarsekl_blocks.quantities import BlockMass
+    from coarsekl_blocks.vdelta import VDeltaProjector
+
+    partition = LabelVector(shape=5, sizes=[2, 3], reference=[1, 1, 1, 2, 5])
+    problem = Problem(partition=partition, quantity=BlockMass(), data=np.ones(5))
+    state = np.array([0.5, 0.5, 0.0, 0.0, 0.0])  # block 1 empty; the reference has 3/5 there
+    projected = VDeltaProjector(delta=0.1).project(state, problem, Step(1, 1, 0.1)).state
+    np.testing.assert_allclose(projected[:2], [0.25, 0.25])  # w* = (0.5, 0.5), shape kept
+    np.testing.assert_allclose(projected[2:], 0.5 * np.array([1, 2, 5]) / 8)  # w* · π_1
