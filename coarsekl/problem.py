@@ -15,7 +15,7 @@ from coarsekl.interfaces import CoarseQuantity, Partition
 
 __all__ = ["Problem", "check_image"]
 
-RECENT_MASSES = 4  # block masses remembered per thread (arrays of the current step)
+RECENT_MASSES = 8  # block masses remembered per thread (arrays of the current step)
 
 
 def check_image(image: np.ndarray, what: str, site_shape: tuple[int, ...] | None = None):
@@ -104,7 +104,15 @@ class Problem:
         for reference, masses in entries:
             if reference() is state:
                 return masses
-        masses = self.partition.block_sums(state)
+        return self.remember_block_masses(state, self.partition.block_sums(state))
+
+    def remember_block_masses(self, state: np.ndarray, masses: np.ndarray) -> np.ndarray:
+        """Record ``masses`` as the block masses of ``state`` (known without summing, e.g.
+        one scheme's slice of a batch whose masses are known); returns them read-only."""
+        entries = getattr(self._recent_masses, "entries", None)
+        if entries is None:
+            entries = self._recent_masses.entries = []
+        masses = masses.view()
         masses.flags.writeable = False
         entries.insert(0, (weakref.ref(state), masses))
         del entries[RECENT_MASSES:]

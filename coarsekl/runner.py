@@ -332,10 +332,12 @@ class Engine:
             schemes = []
             who = f"projector {config.projector.kind!r}"
             for i in range(state.shape[0]):
+                scheme = proposal[i]
                 if i not in projected:
-                    schemes.append(proposal[i])
+                    schemes.append(scheme)
                     continue
-                projection = experiment.projector.project(proposal[i], problem, step)
+                problem.remember_block_masses(scheme, proposal_masses[i])  # the projector's
+                projection = experiment.projector.project(scheme, problem, step)
                 schemes.append(
                     check_state(
                         projection.state, proposal.shape[1:], self.site_ndim, who, index, self.dtype
