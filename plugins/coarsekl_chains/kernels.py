@@ -160,9 +160,10 @@ def uniform_reference(partition: Partition) -> np.ndarray:
 
 
 def reference_of(partition: Partition) -> np.ndarray:
-    """The reference within-block distribution π (n,) of a partition: its ``reference``
-    attribute if it has one (label-vector partitions), else uniform in every block."""
-    reference = getattr(partition, "reference", None)
+    """The reference within-block distribution π (n,) of a partition: its
+    ``within_block_reference`` if it has one (label-vector partitions), else uniform in
+    every block."""
+    reference = getattr(partition, "within_block_reference", None)
     if reference is not None:
         return np.asarray(reference, dtype=np.float64).reshape(-1)
     return uniform_reference(partition)
