@@ -157,10 +157,30 @@ def _command_plot(args: argparse.Namespace) -> int:
         return _plot_sweep(args)
     dataset = open_trajectory(args.file)
     folder = prepare_output_dir(args.out or Path(args.file).parent)
-    for figure in save_figures(dataset, folder, Path(args.file).stem):
+    draw = save_figures
+    if "state" not in dataset.variables:  # not a trajectory: a scripted experiment's result?
+        draw = _scripted_figures(dataset, args.file)
+    for figure in draw(dataset, folder, Path(args.file).stem):
         if not args.quiet:
             print(f"wrote {figure}")
     return 0
+
+
+def _scripted_figures(dataset, file: str):
+    """The figure function of the scripted experiment that wrote ``dataset``."""
+    from coarsekl.errors import DataError
+    from coarsekl.manager import get_registry
+
+    name = dataset.attrs.get("experiment")
+    registry = get_registry()
+    if name in registry.names("experiment"):
+        plot = registry.lookup("experiment", name).component.load_plot()
+        if plot is not None:
+            return plot
+    raise DataError(
+        f"{file!r} is neither a coarsekl trajectory (it has no 'state' variable) nor the "
+        "result of a scripted experiment that can redraw its figures"
+    )
 
 
 def _plot_sweep(args: argparse.Namespace) -> int:

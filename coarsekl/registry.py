@@ -60,12 +60,16 @@ class Experiment:
 
     A script is called as ``function(folder, *, figures=True, progress=False)``; it writes
     its results into the existing ``folder`` (atomically) and returns the written paths.
+    ``plot`` (optional, ``"module:function"``) redraws a scripted experiment's figures from
+    its netCDF file for ``coarsekl plot``: ``function(dataset, folder, stem)`` returns the
+    written paths.
     """
 
     name: str = attrs.field(validator=_non_empty_str)
     path: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     summary: str = attrs.field(validator=_non_empty_str)
     script: str | None = None
+    plot: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if (self.path is None) == (self.script is None):
@@ -73,13 +77,23 @@ class Experiment:
                 f"experiment {self.name!r} needs exactly one of path (a TOML file) or "
                 "script ('module:function')"
             )
-        if self.script is not None and not re.fullmatch(r"[\w.]+:\w+", self.script):
-            raise TypeError(f"script must be 'module:function', got {self.script!r}")
+        for field in ("script", "plot"):
+            value = getattr(self, field)
+            if value is not None and not re.fullmatch(r"[\w.]+:\w+", value):
+                raise TypeError(f"{field} must be 'module:function', got {value!r}")
 
     def load_script(self) -> Callable[..., list[Path]]:
         """Import the script function (``script = "module:function"``)."""
-        module_name, _, attribute = str(self.script).partition(":")
-        return getattr(importlib.import_module(module_name), attribute)
+        return _import_attribute(str(self.script))
+
+    def load_plot(self) -> Callable[..., list[Path]] | None:
+        """Import the figure function (``plot = "module:function"``), if there is one."""
+        return None if self.plot is None else _import_attribute(self.plot)
+
+
+def _import_attribute(target: str):
+    module_name, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
 
 
 @attrs.frozen

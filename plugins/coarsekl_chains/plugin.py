@@ -89,6 +89,7 @@ def coarsekl_experiments():
         Experiment(
             name="theorems",
             script=f"{_HERE}.theorems:run_theorems",
+            plot=f"{_HERE}.theorems:save_figures",
             summary="Theorems 1 and 2 on random finite-state chains (V monotone; O(ε) leak)",
         ),
     ]

@@ -433,8 +433,17 @@ def run_theorems(
     folder = Path(folder)
     ds = theorems(settings, progress=progress)
     written = [save_trajectory(ds, folder / f"{NAME}.nc")]
-    for name, draw in FIGURES.items() if figures else ():
-        path = folder / f"{NAME}_{name}.png"
+    if figures:
+        written += save_figures(ds, folder, NAME, dpi=dpi)
+    return written
+
+
+def save_figures(ds, folder: str | Path, stem: str = NAME, *, dpi: int = 120) -> list[Path]:
+    """Draw the three figures of a ``theorems`` dataset into ``folder`` as
+    ``<stem>_<figure>.png`` (atomically); what ``coarsekl plot theorems.nc`` calls."""
+    written = []
+    for name, draw in FIGURES.items():
+        path = Path(folder) / f"{stem}_{name}.png"
         with atomic_path(path) as temporary:
             draw(ds).savefig(temporary, format="png", dpi=dpi)
         written.append(path)

@@ -105,3 +105,22 @@ def test_a_scripted_experiment_is_not_a_config(capsys):
 def test_bad_settings_are_rejected(arguments, message):
     with pytest.raises(ConfigError, match=message):
         TheoremSettings(**arguments)
+
+
+def test_coarsekl_plot_redraws_the_theorem_figures_from_the_file(results, tmp_path, capsys):
+    from coarsekl.io import save_trajectory
+
+    path = save_trajectory(results, tmp_path / "theorems.nc")
+    assert main(["plot", str(path), "--out", str(tmp_path / "figures")]) == 0
+    written = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    assert written == [f"theorems_{name}.png" for name in sorted(theorems_module.FIGURES)]
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_coarsekl_plot_rejects_a_file_that_is_no_trajectory(tmp_path, capsys):
+    import xarray as xr
+
+    path = tmp_path / "other.nc"
+    xr.Dataset({"a": ("x", [1.0])}).to_netcdf(path)
+    assert main(["plot", str(path)]) == 2
+    assert "neither a coarsekl trajectory" in capsys.readouterr().err
