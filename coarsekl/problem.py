@@ -118,6 +118,19 @@ class Problem:
         del entries[RECENT_MASSES:]
         return masses
 
+    def member_states(self, states: np.ndarray, members: int, what: str) -> np.ndarray:
+        """``states`` as ``(members, *site_shape)``: one state for every member (repeated)
+        or one per member; anything else is a DataError naming ``what``."""
+        shape = tuple(self.partition.site_shape)
+        if states.shape == shape:
+            return np.broadcast_to(states, (members, *shape)).copy()
+        if states.shape == (members, *shape):
+            return states
+        raise DataError(
+            f"{what} has shape {states.shape}; expected {shape} or "
+            f"({members}, {', '.join(map(str, shape))})"
+        )
+
     def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """A value derived from the problem, computed on first use and kept (for example
         ``log q_data`` for a kernel): the problem never changes during a run."""

@@ -58,15 +58,7 @@ class VectorInitial:
 
     def states(self, problem: Problem, rng: MemberRandom) -> np.ndarray:
         vectors = _vector_source(self.values, self.path, "the initial vector")
-        shape = tuple(problem.partition.site_shape)
-        if vectors.shape == shape:
-            return np.broadcast_to(vectors, (rng.members, *shape)).copy()
-        if vectors.shape == (rng.members, *shape):
-            return vectors
-        raise DataError(
-            f"the initial vector has shape {vectors.shape}; expected {shape} or "
-            f"({rng.members}, {', '.join(map(str, shape))})"
-        )
+        return problem.member_states(vectors, rng.members, "the initial vector")
 
 
 def _positive(instance, attribute, value) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from coarsekl.errors import ConfigError, DataError
+from coarsekl.errors import ConfigError
 from coarsekl.problem import Problem
 from coarsekl.random import MemberRandom
 from coarsekl.schedules import Step
@@ -46,15 +46,7 @@ class FileInitial:
 
     def states(self, problem: Problem, rng: MemberRandom) -> np.ndarray:
         image = read_image(self.path)
-        shape = problem.partition.site_shape
-        if image.shape == shape:
-            return np.broadcast_to(image, (rng.members, *shape)).copy()
-        if image.shape == (rng.members, *shape):
-            return image
-        raise DataError(
-            f"the initial image {self.path!r} has shape {image.shape}; expected {shape} or "
-            f"({rng.members}, {', '.join(map(str, shape))})"
-        )
+        return problem.member_states(image, rng.members, f"the initial image {self.path!r}")
 
 
 @attrs.frozen(kw_only=True)
