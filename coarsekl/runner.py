@@ -117,7 +117,7 @@ def check_state(
     site_ndim: int,
     who: str,
     step: int,
-    dtype: str = "float64",
+    dtype: np.dtype | str = "float64",
 ) -> np.ndarray:
     """Check what a plugin returned: shape, finite, non-negative, normalised over the last
     ``site_ndim`` axes; return it in the run's ``dtype``."""
