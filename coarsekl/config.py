@@ -259,7 +259,19 @@ class ExperimentConfig:
         return tomli_w.dumps(_plain(self.to_mapping()))
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> ExperimentConfig:
-        """A copy with dotted keys replaced, e.g. ``{"projector.delta": 0.02, "steps": 10}``."""
+        """A copy with dotted keys replaced, e.g. ``{"projector.delta": 0.02, "steps": 10}``.
+
+        Examples
+        --------
+        >>> config = load_config("paper-restore")
+        >>> short = config.with_overrides(
+        ...     {"steps": 10, "record.snapshots": [0, 10], "projector.delta": 0.02}
+        ... )
+        >>> short.steps, short.projector.params["delta"], short.snapshot_steps
+        (10, 0.02, (0, 10))
+        >>> config.steps  # the original is unchanged
+        40
+        """
         mapping = self.to_mapping()
         for dotted, value in overrides.items():
             *tables, key = dotted.split(".")

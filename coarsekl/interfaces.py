@@ -49,7 +49,7 @@ class Partition(Protocol):
 
     @property
     def block_sizes(self) -> np.ndarray:
-        """|Ω_j|, shape (K,), integers."""
+        """The block sizes ``|Ω_j|``, shape (K,), integers."""
 
     def block_sums(self, values: np.ndarray) -> np.ndarray:
         """Σ_{x∈Ω_j} values(x): ``(..., *site_shape) -> (..., K)``."""

@@ -74,7 +74,16 @@ class Constant:
 
 @attrs.frozen(kw_only=True)
 class Linear:
-    """``start + (stop − start) · (k − 1)/(T − 1)`` at step k of T."""
+    """``start + (stop − start) · (k − 1)/(T − 1)`` at step k of T.
+
+    Examples
+    --------
+    >>> beta = Linear(start=0.02, stop=0.1)
+    >>> [round(beta.at(Step(index=k, total=5)), 6) for k in (1, 3, 5)]
+    [0.02, 0.06, 0.1]
+    >>> beta.extremes()
+    (0.02, 0.1)
+    """
 
     start: float = attrs.field(validator=_finite_number)
     stop: float = attrs.field(validator=_finite_number)
@@ -119,7 +128,16 @@ _SCHEDULES = {"constant": Constant, "linear": Linear, "geometric": Geometric}
 
 
 def as_schedule(value: Any, name: str = "parameter") -> Schedule:
-    """Turn a config value (number, table or schedule) into a schedule."""
+    """Turn a config value (number, table or schedule) into a schedule.
+
+    Examples
+    --------
+    >>> as_schedule(0.5)
+    Constant(value=0.5)
+    >>> delta = as_schedule({"schedule": "geometric", "start": 0.05, "stop": 0.005})
+    >>> round(delta.at(Step(index=2, total=3)), 6)
+    0.015811
+    """
     if isinstance(value, Constant | Linear | Geometric):
         return value
     if not isinstance(value, Mapping) and (

@@ -21,7 +21,8 @@ INSTALL_COMMAND = (
     ".venv/bin/coarsekl run paper-restore --out results/paper-restore"
 )
 TEST_COMMAND = (
-    "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest"
+    "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' -e examples/plugin-tutorial && "
+    ".venv/bin/python -m pytest"
 )
 
 

@@ -39,6 +39,19 @@ def project_masses(
 
     The compiled kernel (one row at a time, O(K log K)) when numba runs, else
     :func:`project_masses_reference`; both give the same result to rounding.
+
+    Examples
+    --------
+    Reference masses (0.4, 0.4, 0.2) with δ = 0.05: the first block is cut down to its
+    upper bound, the last one raised to its lower bound, and the middle one scaled so that
+    the masses sum to 1.
+
+    >>> import numpy as np
+    >>> reference = np.array([0.4, 0.4, 0.2])
+    >>> masses = np.array([0.6, 0.3, 0.1])
+    >>> projected, clipped = project_masses(masses, reference - 0.05, reference + 0.05)
+    >>> np.round(projected, 12).tolist(), clipped.tolist()
+    ([0.45, 0.4, 0.15], [True, False, True])
     """
     if not compiled_enabled():
         return project_masses_reference(masses, lower, upper)
@@ -200,8 +213,11 @@ def apply_block_masses(
 class VDeltaProjector:
     """Π_δ: the KL projection onto A_δ = {|w_j − w^ref_j| ≤ δ} (Proposition 1).
 
-    ``delta`` is a tolerance in the coarse quantity's units (a mass for ``block-mass``), a
-    number or a schedule over the steps.
+    Parameters
+    ----------
+    delta
+        The tolerance δ ≥ 0, a number or a schedule over the steps. Units: the coarse
+        quantity's (a mass for ``block-mass``, a data intensity for ``block-mean``).
     """
 
     delta: Schedule = schedule_field(validator=non_negative_schedule)

@@ -38,6 +38,16 @@ class GeometricMean:
     """p' ∝ p^{1−β} q_data^β (in log space, states floored at ``floor``), then G_σ, renormalised.
 
     The smoothing crosses block borders, so block masses leak. Paper: β = 0.05, σ = 0.5.
+
+    Parameters
+    ----------
+    beta
+        Weight β of the data in the geometric mean, in [0, 1]. Units: dimensionless.
+    sigma
+        Standard deviation σ of the Gaussian smoothing G_σ; 0 turns it off. Units: pixel.
+    floor
+        Floor applied to states and data before the log, 0 < floor < 1e-3. Units: mass per
+        pixel.
     """
 
     block_preserving: ClassVar[bool] = False
@@ -78,6 +88,18 @@ class UnsharpMask:
     ξ is standard normal per pixel (the reverse model's learning error); ``noise`` is its
     standard deviation in units of the uniform pixel mass 1/N (N pixels). The global filter
     and the noise both leak mass across blocks.
+
+    Parameters
+    ----------
+    alpha
+        Strength α of the sharpening. Units: dimensionless.
+    sigma
+        Standard deviation σ of the Gaussian blur G_σ that is subtracted. Units: pixel.
+    noise
+        Standard deviation of the per-pixel Gaussian noise. Units: 1/N, the uniform pixel
+        mass.
+    floor
+        Clipping floor before renormalising, 0 < floor < 1e-3. Units: mass per pixel.
     """
 
     block_preserving: ClassVar[bool] = False
@@ -105,6 +127,11 @@ class BlockBlur:
 
     The forward "replication" dynamics: iterated, every block tends to a constant and V
     decreases to 0 (Theorem 1). Needs a rectangular ``blocks`` partition.
+
+    Parameters
+    ----------
+    sigma
+        Standard deviation σ of the within-block Gaussian blur. Units: pixel.
     """
 
     block_preserving: ClassVar[bool] = True
