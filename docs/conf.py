@@ -27,6 +27,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "numpydoc",
     "config_reference",
+    "executed_gallery",
 ]
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}

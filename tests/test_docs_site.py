@@ -19,6 +19,7 @@ from coarsekl.registry import KINDS
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 HOOKSPECS = ROOT / "coarsekl" / "hookspecs.py"
+sys.path.insert(0, str(DOCS / "_ext"))  # the site's own Sphinx extensions
 DOCS_TOOLS = ("sphinx", "myst_parser", "pydata_sphinx_theme", "numpydoc")
 
 pytestmark = pytest.mark.skipif(
@@ -85,3 +86,16 @@ def test_the_tutorial_includes_the_tutorial_package_files(built_site):
     assert 'stripes = "coarsekl_stripes.plugin"' in text
     assert "class BlockPower:" in text
     assert "def test_the_installed_plugin_runs_the_tutorial_experiment" in text
+
+
+def test_the_gallery_shows_figures_computed_while_the_site_builds(built_site):
+    from executed_gallery import GENERATED, gallery_experiments
+
+    registry = coarsekl.get_registry(coarsekl.get_plugin_manager(autoload=False))
+    names = gallery_experiments(registry)
+    assert {"paper-restore", "forward-randomization", "round-trip"} <= set(names)
+    gallery = (built_site / "gallery.html").read_text(encoding="utf-8")
+    for name in names:
+        assert (GENERATED / f"{name}_snapshots.png").is_file()
+        assert (built_site / "_images" / f"{name}_snapshots.png").is_file()
+        assert f"{name}_snapshots.png" in gallery

@@ -33,6 +33,14 @@ class BlockGrid:
 
     Block j = row · cols + col covers rows ``row·h … row·h + h − 1`` and columns
     ``col·w … col·w + w − 1`` with h = H / rows, w = W / cols.
+
+    Parameters
+    ----------
+    shape
+        The image size (H, W), given by the runner from the data. Units: pixel.
+    blocks
+        Block counts [rows, cols], or one integer for both; must divide the shape. Units:
+        dimensionless.
     """
 
     shape: tuple[int, int] = attrs.field(converter=_pair_of_positive_ints)
@@ -140,6 +148,16 @@ class LabelMap:
     """Arbitrary regions: an integer label per pixel; each distinct label is a block.
 
     Blocks are ordered by label value; the ``label`` coordinate keeps the original values.
+
+    Parameters
+    ----------
+    shape
+        The image size (H, W), given by the runner from the data. Units: pixel.
+    labels
+        An integer label per pixel, (H, W); each distinct label is a block. Units:
+        dimensionless.
+    path
+        A .npy file holding the labels instead of ``labels``. Units: dimensionless.
     """
 
     shape: tuple[int, int] = attrs.field(converter=_pair_of_positive_ints)

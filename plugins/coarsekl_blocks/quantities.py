@@ -18,7 +18,14 @@ def _optional_vector(value):
 
 @attrs.frozen(kw_only=True, eq=False)
 class BlockMass:
-    """w_j(p) = Σ_{x∈Ω_j} p(x), a point of the simplex; δ is a mass (dimensionless)."""
+    """w_j(p) = Σ_{x∈Ω_j} p(x), a point of the simplex; δ is a mass (dimensionless).
+
+    Parameters
+    ----------
+    reference
+        Optional reference masses, one per block (default: the data's block masses). Units:
+        dimensionless (a mass).
+    """
 
     long_name: ClassVar[str] = "block mass"
     units: ClassVar[str] = "1"
@@ -30,7 +37,14 @@ class BlockMass:
 
 @attrs.frozen(kw_only=True, eq=False)
 class BlockMean:
-    """Mean intensity of block j in data units: w_j · Σx_data / |Ω_j|; δ is an intensity."""
+    """Mean intensity of block j in data units: w_j · Σx_data / |Ω_j|; δ is an intensity.
+
+    Parameters
+    ----------
+    reference
+        Optional reference mean intensities, one per block (default: the data's). Units: data
+        intensity.
+    """
 
     long_name: ClassVar[str] = "block mean intensity"
     units: ClassVar[str] = "data intensity"

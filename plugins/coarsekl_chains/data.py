@@ -36,7 +36,15 @@ def _vector_source(values: Any, path: str | None, what: str) -> np.ndarray:
 @attrs.frozen(kw_only=True, eq=False)
 class VectorData:
     """The data: intensities x ≥ 0 over n states (``values`` or a 1-D .npy ``path``);
-    q_data = x / Σx and the reference block masses are w(q_data)."""
+    q_data = x / Σx and the reference block masses are w(q_data).
+
+    Parameters
+    ----------
+    values
+        Intensities over the n states, ≥ 0. Units: data intensity.
+    path
+        A 1-D .npy file holding them instead of ``values``. Units: data intensity.
+    """
 
     values: Any = None
     path: str | None = None
@@ -51,7 +59,16 @@ class VectorData:
 @attrs.frozen(kw_only=True, eq=False)
 class VectorInitial:
     """Given initial states: one vector (n,) for every member or one per member
-    (members, n), from ``values`` or a .npy ``path``; normalised by the runner."""
+    (members, n), from ``values`` or a .npy ``path``; normalised by the runner.
+
+    Parameters
+    ----------
+    values
+        One distribution (n,) or one per member (members, n), ≥ 0. Units: probability
+        (normalised).
+    path
+        A .npy file holding them instead of ``values``. Units: probability (normalised).
+    """
 
     values: Any = None
     path: str | None = None
@@ -70,7 +87,16 @@ def _positive(instance, attribute, value) -> None:
 class DirichletInitial:
     """Random distributions: p ~ Dirichlet(concentration) over all n states
     (``block_masses = "random"``), or Dirichlet conditionals inside every block scaled to
-    the reference masses w^ref (``block_masses = "reference"``: the state starts in A_δ)."""
+    the reference masses w^ref (``block_masses = "reference"``: the state starts in A_δ).
+
+    Parameters
+    ----------
+    concentration
+        Dirichlet concentration; 1 is uniform on the simplex. Units: dimensionless.
+    block_masses
+        ``random`` (Dirichlet over all states) or ``reference`` (Dirichlet inside each block,
+        masses w^ref). Units: none (a choice).
+    """
 
     concentration: float = attrs.field(default=1.0, validator=_positive)
     block_masses: str = attrs.field(

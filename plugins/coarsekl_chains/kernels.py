@@ -249,6 +249,17 @@ class TransitionMatrix:
 
     Declared leaking (``block_preserving = False``): a given matrix need not respect the
     partition. The runner's ``leak`` variable shows the block-mass change of every step.
+
+    Parameters
+    ----------
+    matrix
+        A row-stochastic n × n matrix (nested lists). Units: probability per step.
+    path
+        A .npy (dense) or .npz (scipy.sparse) file instead of ``matrix``. Units: probability
+        per step.
+    leakage
+        Fraction ε of every state's mass moved off its block per step, in [0, 1]; a number or a
+        schedule. Units: probability per step.
     """
 
     block_preserving: ClassVar[bool] = False
@@ -280,7 +291,19 @@ def _with_uniform_leak(moved, state, problem: Problem, leakage: float) -> np.nda
 class MatrixSequence:
     """A time-dependent chain: step k uses P_{(k−1) mod T} of ``matrices`` (T, n, n)
     (nested lists, or ``path`` to a .npy file), so a sequence shorter than the run repeats;
-    uniform off-block leakage ε as for ``matrix``. Declared leaking."""
+    uniform off-block leakage ε as for ``matrix``. Declared leaking.
+
+    Parameters
+    ----------
+    matrices
+        T row-stochastic n × n matrices; step k uses matrix (k − 1) mod T. Units: probability
+        per step.
+    path
+        A .npy file of shape (T, n, n) instead of ``matrices``. Units: probability per step.
+    leakage
+        Fraction ε of every state's mass moved off its block per step, in [0, 1]. Units:
+        probability per step.
+    """
 
     block_preserving: ClassVar[bool] = False
     matrices: Any = None
@@ -355,6 +378,23 @@ class RandomBlockKernel:
       given (normalised within blocks), else the partition's reference.
 
     Block-preserving exactly when the leakage is 0 at every step.
+
+    Parameters
+    ----------
+    family
+        ``stochastic``, ``doubly-stochastic`` or ``stationary`` (π-invariant Metropolis).
+        Units: none (a choice).
+    concentration
+        Dirichlet concentration of the random rows or weights. Units: dimensionless.
+    permutations
+        Number of within-block permutations mixed (doubly-stochastic family). Units:
+        dimensionless.
+    stationary
+        The stationary distribution π (n positive numbers) of the ``stationary`` family;
+        default: the partition's reference. Units: probability.
+    leakage
+        Fraction ε of every state's mass moved off its block per step, in [0, 1]. Units:
+        probability per step.
     """
 
     family: str = attrs.field(validator=_family)

@@ -45,6 +45,18 @@ class LabelVector:
     ``reference`` (optional, n positive numbers) is the reference within-block distribution
     π_j, normalised inside each block on construction; uniform (π_j = 1/|Ω_j|) by default.
     The potential V of this package (metric ``V_pi``) measures the distance to it.
+
+    Parameters
+    ----------
+    shape
+        The number of states (n,), given by the runner from the data. Units: states.
+    labels
+        One integer label per state; each distinct label is a block. Units: dimensionless.
+    sizes
+        Block sizes of consecutive runs of states, summing to n. Units: states.
+    reference
+        The within-block reference π, n positive numbers (normalised per block). Units:
+        probability.
     """
 
     shape: tuple[int] = attrs.field(converter=_chain_shape)

@@ -24,7 +24,19 @@ def _grid(shape, blocks) -> BlockGrid:
 
 @attrs.frozen(kw_only=True)
 class Checkerboard:
-    """``high`` on blocks with (row + col) even, ``low`` on the others (paper: 0.9 / 0.1)."""
+    """``high`` on blocks with (row + col) even, ``low`` on the others (paper: 0.9 / 0.1).
+
+    Parameters
+    ----------
+    shape
+        Image size [H, W]. Units: pixel.
+    blocks
+        Block counts [rows, cols]; must divide the shape. Units: dimensionless.
+    high
+        Intensity of the bright blocks. Units: data intensity.
+    low
+        Intensity of the dark blocks. Units: data intensity.
+    """
 
     shape: tuple[int, int] = (128, 128)
     blocks: tuple[int, int] = (4, 4)
@@ -40,7 +52,22 @@ class Checkerboard:
 @attrs.frozen(kw_only=True)
 class BlockConstantRandom:
     """Block intensities c_j ~ Uniform(low, high); with ``texture`` > 0 every pixel is
-    further multiplied by 1 + texture · Uniform(−1, 1) (fine structure inside blocks)."""
+    further multiplied by 1 + texture · Uniform(−1, 1) (fine structure inside blocks).
+
+    Parameters
+    ----------
+    shape
+        Image size [H, W]. Units: pixel.
+    blocks
+        Block counts [rows, cols]; must divide the shape. Units: dimensionless.
+    low
+        Smallest block intensity. Units: data intensity.
+    high
+        Largest block intensity. Units: data intensity.
+    texture
+        Relative amplitude of the within-block texture; 0 gives block-constant images. Units:
+        dimensionless.
+    """
 
     shape: tuple[int, int] = (128, 128)
     blocks: tuple[int, int] = (4, 4)
@@ -91,7 +118,14 @@ def read_image(path: str | Path) -> np.ndarray:
 
 @attrs.frozen(kw_only=True)
 class ImageFile:
-    """A data image from a 2-D .npy array or a .png file (relative paths: config's folder)."""
+    """A data image from a 2-D .npy array or a .png file (relative paths: config's folder).
+
+    Parameters
+    ----------
+    path
+        A 2-D .npy array or a .png file, relative to the config's folder. Units: data intensity
+        (the file's values).
+    """
 
     path: str
 

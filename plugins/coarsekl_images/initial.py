@@ -17,7 +17,15 @@ __all__ = ["DataInitial", "FileInitial", "ForwardBlur", "UniformNoise"]
 
 @attrs.frozen(kw_only=True)
 class UniformNoise:
-    """i.i.d. Uniform(low, high) pixels for every member (normalised by the runner)."""
+    """i.i.d. Uniform(low, high) pixels for every member (normalised by the runner).
+
+    Parameters
+    ----------
+    low
+        Lower end of the uniform pixel values, ≥ 0. Units: data intensity (normalised away).
+    high
+        Upper end, > low. Units: data intensity (normalised away).
+    """
 
     low: float = 0.0
     high: float = 1.0
@@ -40,7 +48,14 @@ class DataInitial:
 
 @attrs.frozen(kw_only=True)
 class FileInitial:
-    """One image for all members (H, W) or one per member (members, H, W), .npy or .png."""
+    """One image for all members (H, W) or one per member (members, H, W), .npy or .png.
+
+    Parameters
+    ----------
+    path
+        One image (H, W) or one per member (members, H, W), .npy or .png. Units: data intensity
+        (normalised away).
+    """
 
     path: str
 
@@ -54,6 +69,16 @@ class ForwardBlur:
     """``steps`` block-blur steps of width ``sigma`` from noise or from the data state.
 
     The forward half of the round trip: block masses are kept, fine structure fades.
+
+    Parameters
+    ----------
+    steps
+        Number of block-blur steps applied to the start. Units: steps.
+    sigma
+        Standard deviation of the within-block Gaussian blur. Units: pixel.
+    start
+        What is blurred: ``data`` (the data state) or ``noise`` (uniform noise). Units:
+        none (a choice).
     """
 
     steps: int = attrs.field(
