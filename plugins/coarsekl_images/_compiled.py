@@ -57,36 +57,17 @@ def _smooth_image(image, weights, segment_h, segment_w, rows, out):
     segments of ``segment_h`` × ``segment_w``; ``rows`` is an (H, W) float64 buffer.
     Returns the sum of ``out``."""
     height, width = image.shape
-    radius = weights.size // 2
-    padded = np.empty(segment_w + 2 * radius)
+    padded = np.empty(segment_w + weights.size - 1)
     column = np.empty(width)
-    # Along x: each segment copied into a buffer padded by its reflection.
-    for y in range(height):
-        source = image[y]
+    for y in range(height):  # along x, segment by segment
+        source, target = image[y], rows[y]
         for start in range(0, width, segment_w):
-            inner, segment = padded[radius:], source[start:]
-            for i in range(segment_w):
-                inner[i] = segment[i]
-            for i in range(radius):  # only the 2r border samples need the reflection
-                padded[i] = source[_reflect(start + i - radius, start, segment_w)]
-                end = radius + segment_w + i
-                padded[end] = source[_reflect(start + segment_w + i, start, segment_w)]
-            _correlate(padded, weights, rows[y, start:], segment_w)
-    # Along y: whole rows at a time, reflected row indices.
+            stop = start + segment_w
+            _horizontal(source[start:stop], weights, padded, target[start:stop])
     total = 0.0
-    for y in range(height):
+    for y in range(height):  # along y, whole rows at a time
         start = (y // segment_h) * segment_h
-        for x in range(width):
-            column[x] = 0.0
-        for k in range(weights.size):
-            row = rows[_reflect(y - radius + k, start, segment_h)]
-            weight = weights[k]
-            for x in range(width):
-                column[x] += weight * row[x]
-        target = out[y]
-        for x in range(width):
-            target[x] = column[x]
-            total += column[x]
+        total += _vertical(rows, weights, y, start, segment_h, column, out[y])
     return total
 
 
@@ -123,18 +104,20 @@ def _horizontal(source, weights, padded, target):
 
 
 @numba.njit(**INLINE)
-def _vertical(ring, weights, y, height, column, line):
-    """Output row y from the rows y − r … y + r (reflected at 0 and ``height``), kept in
-    ``ring`` at their index modulo its length; returns the row's sum."""
+def _vertical(rows, weights, y, start, length, column, line):
+    """Output row y from the rows y − r … y + r, reflected at the borders of the segment
+    [start, start + length) and found in ``rows`` at their index modulo its length (a whole
+    image, or a ring of 2r + 1 rows); returns the row's sum."""
     taps = weights.size
     radius = taps // 2
+    kept = rows.shape[0]
     total = 0.0
     if taps == 5:  # σ ≈ 0.5: one pass over the five rows
-        r0 = ring[_reflect(y - 2, 0, height) % 5]
-        r1 = ring[_reflect(y - 1, 0, height) % 5]
-        r2 = ring[y % 5]
-        r3 = ring[_reflect(y + 1, 0, height) % 5]
-        r4 = ring[_reflect(y + 2, 0, height) % 5]
+        r0 = rows[_reflect(y - 2, start, length) % kept]
+        r1 = rows[_reflect(y - 1, start, length) % kept]
+        r2 = rows[y % kept]
+        r3 = rows[_reflect(y + 1, start, length) % kept]
+        r4 = rows[_reflect(y + 2, start, length) % kept]
         w0, w1, w2, w3, w4 = weights[0], weights[1], weights[2], weights[3], weights[4]
         for x in range(line.size):
             value = w0 * r0[x] + w1 * r1[x] + w2 * r2[x] + w3 * r3[x] + w4 * r4[x]
@@ -144,7 +127,7 @@ def _vertical(ring, weights, y, height, column, line):
     for x in range(line.size):
         column[x] = 0.0
     for k in range(taps):
-        row = ring[_reflect(y - radius + k, 0, height) % taps]
+        row = rows[_reflect(y - radius + k, start, length) % kept]
         weight = weights[k]
         for x in range(line.size):
             column[x] += weight * row[x]
@@ -186,7 +169,7 @@ def geometric_mean(values, log_data, beta, floor, weights, out):
                     mixed[x] = fastmath.exp((1.0 - beta) * mixed[x] + beta * data[x])
                 _horizontal(mixed, weights, padded, ring[ready % taps])
                 ready += 1
-            total += _vertical(ring, weights, y, height, column, target[y])
+            total += _vertical(ring, weights, y, 0, height, column, target[y])
         factor = 1.0 / total
         for y in range(height):
             line = target[y]
