@@ -31,6 +31,7 @@ _LAZY = {
     "Experiment": "coarsekl.registry",
     "Problem": "coarsekl.problem",
     "Projection": "coarsekl.interfaces",
+    "Ensemble": "coarsekl.ensemble",
     "MemberRandom": "coarsekl.random",
     "Step": "coarsekl.schedules",
     "CoarseklError": "coarsekl.errors",
@@ -43,6 +44,7 @@ __all__ = [
     "CoarseklError",
     "Component",
     "ComponentConfig",
+    "Ensemble",
     "Experiment",
     "ExperimentConfig",
     "MemberRandom",
@@ -65,6 +67,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from coarsekl.config import ComponentConfig, ExperimentConfig, RecordConfig, load_config
+    from coarsekl.ensemble import Ensemble
     from coarsekl.errors import CoarseklError
     from coarsekl.interfaces import Projection
     from coarsekl.io import open_trajectory, save_trajectory

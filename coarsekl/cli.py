@@ -158,7 +158,8 @@ def _command_plot(args: argparse.Namespace) -> int:
     dataset = open_trajectory(args.file)
     folder = prepare_output_dir(args.out or Path(args.file).parent)
     draw = save_figures
-    if "state" not in dataset.variables:  # not a trajectory: a scripted experiment's result?
+    if "state" not in dataset.variables and "position" not in dataset.variables:
+        # not a trajectory: a scripted experiment's result?
         draw = _scripted_figures(dataset, args.file)
     for figure in draw(dataset, folder, Path(args.file).stem):
         if not args.quiet:
@@ -178,7 +179,8 @@ def _scripted_figures(dataset, file: str):
         if plot is not None:
             return plot
     raise DataError(
-        f"{file!r} is neither a coarsekl trajectory (it has no 'state' variable) nor the "
+        f"{file!r} is neither a coarsekl trajectory (it has no 'state' or 'position' "
+        "variable) nor the "
         "result of a scripted experiment that can redraw its figures"
     )
 

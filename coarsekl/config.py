@@ -29,6 +29,7 @@ SCHEMES = ("base", "proj")
 DTYPES = ("float64", "float32")
 COMPONENT_TABLES = ("data", "initial", "partition", "quantity", "kernel", "projector")
 DEFAULT_METRICS = ("V", "V_delta", "E_block", "mse", "block_variance")
+DEFAULT_PARTICLE_METRICS = ("V_delta", "E_block")
 TOP_LEVEL_KEYS = (
     "name",
     "description",
@@ -37,6 +38,7 @@ TOP_LEVEL_KEYS = (
     "seed",
     "schemes",
     "dtype",
+    "particles",
     *COMPONENT_TABLES,
     "record",
     "sweep",
@@ -156,6 +158,9 @@ class ExperimentConfig:
     seed: int = attrs.field(default=0, validator=_int_at_least(0))
     schemes: tuple[str, ...] = attrs.field(default=SCHEMES, converter=_schemes)
     dtype: str = attrs.field(default="float64", converter=_dtype)
+    particles: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_int_at_least(1))
+    )
     data: ComponentConfig
     initial: ComponentConfig
     partition: ComponentConfig
@@ -180,9 +185,10 @@ class ExperimentConfig:
         """Recorded metrics; by default all built-in ones (V_delta only with a projector)."""
         if self.record.metrics is not None:
             return self.record.metrics
+        defaults = DEFAULT_METRICS if self.particles is None else DEFAULT_PARTICLE_METRICS
         if self.projector is None:
-            return tuple(m for m in DEFAULT_METRICS if m != "V_delta")
-        return DEFAULT_METRICS
+            return tuple(m for m in defaults if m != "V_delta")
+        return defaults
 
     @property
     def snapshot_steps(self) -> tuple[int, ...]:
@@ -210,7 +216,16 @@ class ExperimentConfig:
                 raise ConfigError(f"the config needs {required!r}; see examples/paper-restore.toml")
         arguments: dict[str, Any] = {
             key: mapping[key]
-            for key in ("name", "description", "steps", "members", "seed", "schemes", "dtype")
+            for key in (
+                "name",
+                "description",
+                "steps",
+                "members",
+                "seed",
+                "schemes",
+                "dtype",
+                "particles",
+            )
             if key in mapping
         }
         for table in COMPONENT_TABLES:
@@ -236,6 +251,8 @@ class ExperimentConfig:
             "schemes": list(self.schemes),
             "dtype": self.dtype,
         }
+        if self.particles is not None:
+            mapping["particles"] = self.particles
         if self.description:
             mapping["description"] = self.description
         for table in COMPONENT_TABLES:

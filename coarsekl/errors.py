@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "CoarseklError",
+    "CoarseklWarning",
     "ConfigError",
     "DataError",
     "InfeasibleTargetError",
@@ -54,3 +55,7 @@ class PluginContractError(CoarseklError, RuntimeError):
 
 class OutputError(CoarseklError, OSError):
     """An output location cannot be written."""
+
+
+class CoarseklWarning(UserWarning):
+    """Something the run could do only approximately (it goes on; the metrics show it)."""

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CoarseQuantity",
     "DataSource",
+    "DistributionSource",
     "InitialState",
     "Kernel",
     "Metric",
@@ -113,7 +114,12 @@ class Projection:
 
 @runtime_checkable
 class Projector(Protocol):
-    """A map onto an admissible set of the coarse quantity (identity for the baseline)."""
+    """A map onto an admissible set of the coarse quantity (identity for the baseline).
+
+    A projector that draws random numbers (resampling) sets the class attribute
+    ``uses_random = True``; ``project`` then also receives ``rng=``, a
+    :class:`~coarsekl.random.MemberRandom` with one stream per member of the batch.
+    """
 
     def tolerance(self, step: Step) -> float | None:
         """δ in force at ``step`` (in the coarse quantity's units), or None."""
@@ -150,8 +156,25 @@ class DataSource(Protocol):
 
 
 @runtime_checkable
+class DistributionSource(Protocol):
+    """The data of particle-ensemble experiments: a distribution in R^d.
+
+    The returned object has an integer ``dim`` and whatever the plugin's kernels and
+    partitions need (for a Gaussian mixture: exact scores and posteriors). Optional:
+    ``dataset_variables()`` returning ``{name: (dims, values, attributes)}`` to describe
+    it in the trajectory. The runs set ``particles = N`` (particles per member); states
+    are :class:`~coarsekl.ensemble.Ensemble` objects and particle partitions provide
+    ``labels(ensemble)`` and ``reference_masses(data, alpha_bar=1.0)``.
+    """
+
+    def distribution(self, rng: np.random.Generator) -> object:
+        """Return the data distribution."""
+
+
+@runtime_checkable
 class InitialState(Protocol):
     """The initial states of all ensemble members."""
 
     def states(self, problem: Problem, rng: MemberRandom) -> np.ndarray:
-        """Return ``(members, *site_shape)`` non-negative arrays (normalised by the runner)."""
+        """Return ``(members, *site_shape)`` non-negative arrays (normalised by the runner),
+        or for particle experiments an Ensemble with positions ``(members, N, d)``."""

@@ -28,6 +28,7 @@ BUILTIN_PLUGINS = (
     "coarsekl_images.plugin",
     "coarsekl_paper.plugin",
     "coarsekl_chains.plugin",
+    "coarsekl_gmm.plugin",
 )
 DISABLE_AUTOLOAD = "COARSEKL_DISABLE_PLUGIN_AUTOLOAD"
 

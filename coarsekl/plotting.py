@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FIGURES", "plot_block_masses", "plot_metrics", "plot_snapshots", "save_figures"]
+__all__ = [
+    "FIGURES",
+    "plot_block_masses",
+    "plot_metrics",
+    "plot_particles",
+    "plot_snapshots",
+    "save_figures",
+]
 
 SCHEME_STYLE = {
     "base": {"color": "tab:blue", "linestyle": "-", "label": "base"},
@@ -46,8 +53,11 @@ def plot_snapshots(ds, member: int = 0):
     """Data image and snapshots (in data intensity units, p · Σx) of every scheme.
 
     1-D states (distributions over the states of a chain) are drawn as one panel per scheme:
-    the data and every snapshot against the site index.
+    the data and every snapshot against the site index. Particle ensembles are drawn as
+    scatter plots (see :func:`plot_particles`).
     """
+    if "position" in ds:
+        return plot_particles(ds, member)
     if ds.data.ndim == 1:
         return _plot_snapshots_1d(ds, member)
     schemes = list(ds.scheme.values)
@@ -76,6 +86,68 @@ def plot_snapshots(ds, member: int = 0):
     if image is not None:
         figure.colorbar(image, ax=axes, shrink=0.8, label="intensity (p · Σx) [data units]")
     figure.suptitle(f"{ds.attrs.get('experiment', '')}: snapshots of member {member}")
+    return figure
+
+
+def plot_particles(ds, member: int = 0, shown: int = 5000):
+    """Particle snapshots, one panel per scheme and snapshot.
+
+    2-D (or higher, first two coordinates) ensembles: scatter of up to ``shown`` particles,
+    marker area ∝ weight, with the data mixture's means (×) when recorded. Ensembles whose
+    dimension is a square number ≥ 16 are images (e.g. 8 × 8 digits): a mosaic of 16
+    particles spread evenly over the ensemble (a resampled ensemble lists its particles
+    block by block).
+    """
+    schemes, snapshots = list(ds.scheme.values), list(ds.snapshot.values)
+    dim = ds.sizes["dim"]
+    side = math.isqrt(dim)
+    as_images = dim >= 16 and side * side == dim
+    figure = _figure(2.6 * len(snapshots) + 0.6, 2.6 * len(schemes) + 0.5)
+    axes = figure.subplots(len(schemes), len(snapshots), squeeze=False)
+    particles = ds.sizes["particle"]
+    for row, scheme in enumerate(schemes):
+        for column, step in enumerate(snapshots):
+            ax = axes[row, column]
+            chosen = ds.sel(scheme=scheme, snapshot=step).isel(member=member)
+            positions = chosen.position.values
+            title = f"{scheme}, step {step}" if step else f"{scheme}, initial"
+            if as_images:
+                chosen_rows = np.linspace(0, particles - 1, 16).astype(int)
+                mosaic = np.full((4, side + 1, 4, side + 1), np.nan)
+                tiles = positions[chosen_rows].reshape(4, 4, side, side).transpose(0, 2, 1, 3)
+                mosaic[:, :side, :, :side] = tiles
+                low, high = np.percentile(positions[chosen_rows], [1, 99])
+                ax.imshow(
+                    mosaic.reshape(4 * (side + 1), 4 * (side + 1))[:-1, :-1],
+                    cmap="gray_r",
+                    vmin=low,
+                    vmax=high,
+                )
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(title, fontsize=9)
+                continue
+            count = min(shown, particles)
+            weights = chosen.weight.values[:count]
+            ax.scatter(
+                positions[:count, 0],
+                positions[:count, 1],
+                s=4 * weights * particles,
+                color=_style(scheme).get("color", "tab:gray"),
+                alpha=0.35,
+                linewidths=0,
+            )
+            if "mixture_mean" in ds and step == snapshots[-1]:
+                means = ds.mixture_mean.values
+                ax.scatter(means[:, 0], means[:, 1], marker="x", color="k", s=30, label="μ_c")
+                ax.legend(loc="upper right", fontsize=7)
+            ax.set_aspect("equal", adjustable="datalim")
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("x₀ [data units]", fontsize=8)
+            ax.set_ylabel("x₁ [data units]", fontsize=8)
+            ax.tick_params(labelsize=7)
+    what = "16 particles as images" if as_images else f"up to {shown} particles, area ∝ w"
+    figure.suptitle(f"{ds.attrs.get('experiment', '')}: member {member}, {what}")
     return figure
 
 
@@ -178,6 +250,19 @@ def plot_block_masses(ds, member: int = 0):
         masses = ds.block_mass.sel(scheme=scheme).isel(member=member)
         for block, color in zip(ds.block.values, colors, strict=True):
             ax.plot(ds.step, masses.sel(block=block), color=color, linewidth=1)
+        if "target_mass" in ds:  # particle runs: the target moves with the noise level
+            targets = ds.target_mass
+            for block, color in zip(ds.block.values, colors, strict=True):
+                target = targets.sel(block=block)
+                ax.plot(ds.step, target, color=color, linewidth=0.8, linestyle=":")
+                if delta is not None:
+                    ax.fill_between(
+                        ds.step, target - delta, target + delta, color=color, alpha=0.12, lw=0
+                    )
+            ax.set_title(f"{scheme}: block masses (member {member})")
+            ax.set_xlabel("reverse step")
+            ax.grid(alpha=0.3)
+            continue
         references = ds.reference_mass.values
         # Blocks often share a reference value: draw each distinct band and line once.
         bands = {
@@ -196,7 +281,8 @@ def plot_block_masses(ds, member: int = 0):
         ax.set_xlabel("reverse step")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("block mass w_j")
-    note = "dotted: reference w_ref" + (", band: ± δ" if delta is not None else "")
+    reference = "target w_ref(ᾱ)" if "target_mass" in ds else "reference w_ref"
+    note = f"dotted: {reference}" + (", band: ± δ" if delta is not None else "")
     figure.suptitle(f"{ds.attrs.get('experiment', '')}: block masses ({note})")
     return figure
 

@@ -47,35 +47,41 @@ def check_image(image: np.ndarray, what: str, site_shape: tuple[int, ...] | None
 
 @attrs.frozen(eq=False)
 class Problem:
-    """Partition, data image and reference masses: the target of coarse-grained control.
+    """Partition, data and reference masses: the target of coarse-grained control.
 
-    ``data`` is the data image x in intensity units, shape ``site_shape``;
-    ``data_state`` is q_data = x / Σx; ``reference_masses`` is w^ref (K,), by default
-    w(q_data), or the coarse quantity's own ``reference`` converted to masses.
+    ``data`` is the data image x in intensity units, shape ``site_shape``, or, for particle
+    ensembles, the data distribution (an object with ``dim``, such as a Gaussian mixture);
+    ``data_state`` is q_data = x / Σx (None for a distribution); ``reference_masses`` is
+    w^ref (K,): by default w(q_data), or the partition's ``reference_masses(data)`` for a
+    distribution, or the coarse quantity's own ``reference`` converted to masses.
     """
 
     partition: Partition
     quantity: CoarseQuantity
-    data: np.ndarray = attrs.field(converter=np.asarray)
+    data: Any
     data_total: float = attrs.field(init=False)
-    data_state: np.ndarray = attrs.field(init=False)
+    data_state: np.ndarray | None = attrs.field(init=False)
     scale: np.ndarray = attrs.field(init=False)
     reference_masses: np.ndarray = attrs.field(init=False)
     _memo: dict = attrs.field(init=False, factory=dict, repr=False)
     _recent_masses: threading.local = attrs.field(init=False, factory=threading.local, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        data = check_image(self.data, "the data image", self.partition.site_shape)
-        if data.shape != tuple(self.partition.site_shape):
-            raise DataError(
-                f"the data image has shape {data.shape} but the partition expects "
-                f"{tuple(self.partition.site_shape)}"
-            )
-        total = float(data.sum())
-        scale = np.asarray(self.quantity.scale(self.partition, total), dtype=np.float64)
-        if self.quantity.reference is None:
-            reference = self.partition.block_sums(data / total)
+        if self.is_distribution:
+            data, total, data_state = self.data, 1.0, None
+            reference = self._distribution_reference()
         else:
+            data = check_image(self.data, "the data image", self.partition.site_shape)
+            if data.shape != tuple(self.partition.site_shape):
+                raise DataError(
+                    f"the data image has shape {data.shape} but the partition expects "
+                    f"{tuple(self.partition.site_shape)}"
+                )
+            total = float(data.sum())
+            data_state = data / total
+            reference = self.partition.block_sums(data_state)
+        scale = np.asarray(self.quantity.scale(self.partition, total), dtype=np.float64)
+        if self.quantity.reference is not None:
             values = np.asarray(self.quantity.reference, dtype=np.float64)
             if values.shape != (self.partition.n_blocks,):
                 raise DataError(
@@ -87,9 +93,30 @@ class Problem:
             reference = values / scale
         object.__setattr__(self, "data", data)
         object.__setattr__(self, "data_total", total)
-        object.__setattr__(self, "data_state", data / total)
+        object.__setattr__(self, "data_state", data_state)
         object.__setattr__(self, "scale", scale)
         object.__setattr__(self, "reference_masses", reference)
+
+    @property
+    def is_distribution(self) -> bool:
+        """True when the data is a distribution (particle ensembles), not an image."""
+        return not isinstance(self.data, np.ndarray | list | tuple)
+
+    def _distribution_reference(self, alpha_bar: float = 1.0) -> np.ndarray:
+        compute = getattr(self.partition, "reference_masses", None)
+        if compute is None:
+            raise DataError(
+                f"the partition {type(self.partition).__name__} cuts images, but the data is a "
+                f"distribution ({type(self.data).__name__}); use a partition of particles "
+                '(one with reference_masses(data)), e.g. kind = "class"'
+            )
+        reference = np.asarray(compute(self.data, alpha_bar=alpha_bar), dtype=np.float64)
+        if reference.shape != (self.partition.n_blocks,) or not np.isfinite(reference).all():
+            raise DataError(
+                f"the partition's reference masses have shape {reference.shape}, expected "
+                f"({self.partition.n_blocks},) finite values"
+            )
+        return reference
 
     def block_masses(self, state: np.ndarray) -> np.ndarray:
         """w(p) = ``partition.block_sums(state)``, (..., K), read-only.
@@ -144,23 +171,39 @@ class Problem:
         """The reference in the coarse quantity's units, shape (K,)."""
         return self.reference_masses * self.scale
 
-    def bounds(self, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    def reference_for(self, state: Any = None) -> np.ndarray:
+        """w^ref for ``state``, (K,): ``reference_masses``, except for a particle ensemble at
+        signal level ᾱ < 1 whose partition knows the block masses of the exact noised data
+        q_ᾱ (``partition.reference_masses(data, alpha_bar=ᾱ)``): the target moves with the
+        noise level and reaches the data's at ᾱ = 1. A coarse ``reference`` given in the
+        config is fixed."""
+        level = getattr(state, "alpha_bar", 1.0)
+        if level == 1.0 or not self.is_distribution or self.quantity.reference is not None:
+            return self.reference_masses
+        return self.memo(
+            ("reference", level), lambda: self._distribution_reference(alpha_bar=level)
+        )
+
+    def bounds(self, delta: float, state: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Mass bounds of A_δ: a_j = max(0, w^ref_j − δ/s_j), b_j = min(1, w^ref_j + δ/s_j).
 
-        δ is in the coarse quantity's units (s_j its scale). Raises InfeasibleTargetError
-        when Σa > 1 or Σb < 1 (then no state meets the bounds).
+        δ is in the coarse quantity's units (s_j its scale); w^ref is
+        ``reference_for(state)``. Raises InfeasibleTargetError when Σa > 1 or Σb < 1 (then
+        no state meets the bounds).
         """
-        return self.memo(("bounds", float(delta)), lambda: self._bounds(delta))
+        reference = self.reference_for(state)
+        key = ("bounds", float(delta), getattr(state, "alpha_bar", 1.0))
+        return self.memo(key, lambda: self._bounds(delta, reference))
 
-    def _bounds(self, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    def _bounds(self, delta: float, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not np.isfinite(delta) or delta < 0:
             raise InfeasibleTargetError(f"the tolerance δ must be finite and ≥ 0, got {delta}")
         half_width = delta / self.scale
-        lower = np.maximum(0.0, self.reference_masses - half_width)
-        upper = np.minimum(1.0, self.reference_masses + half_width)
+        lower = np.maximum(0.0, reference - half_width)
+        upper = np.minimum(1.0, reference + half_width)
         slack = 1e-12
         if lower.sum() > 1 + slack or upper.sum() < 1 - slack:
-            total = self.reference_masses.sum()
+            total = reference.sum()
             raise InfeasibleTargetError(
                 f"the admissible set is empty at δ = {delta:g}: the reference masses sum to "
                 f"{total:.6g} and the bounds allow masses between {lower.sum():.6g} and "

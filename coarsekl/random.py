@@ -3,7 +3,7 @@
 Streams are derived from the experiment seed with numpy's SeedSequence and a spawn key
 that names their purpose and member, so member m's numbers depend only on the seed and m:
 adding members never changes the old ones, and every scheme sees the same numbers (common
-random numbers). Purposes: 0 data, 1 initial state, 2 kernel.
+random numbers). Purposes: 0 data, 1 initial state, 2 kernel, 3 projector.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ class Purpose(IntEnum):
     DATA = 0
     INITIAL = 1
     KERNEL = 2
+    PROJECTOR = 3
 
 
 def generator_for(seed: int, purpose: Purpose, member: int | None = None) -> np.random.Generator:

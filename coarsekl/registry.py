@@ -157,6 +157,9 @@ class Registry:
     def build(self, kind: str, name: str, params: Mapping[str, Any], **context: Any) -> Any:
         """Build component ``name`` of ``kind`` from config ``params`` (+ runner context).
 
+        Runner context (``shape=``, ``data=`` for partitions) is passed only where the
+        factory accepts it.
+
         Unknown or missing parameters and invalid values become a ConfigError that names
         the config table, the component and what it accepts.
         """
@@ -169,6 +172,8 @@ class Registry:
                 f"{kind} {name!r} from {registered.provider} could not be imported: {error}"
             ) from error
         accepted = _parameter_names(factory)
+        if accepted is not None:
+            context = {key: value for key, value in context.items() if key in accepted}
         unknown = sorted(set(params) - accepted) if accepted is not None else []
         if unknown:
             public = sorted(accepted - set(context))

@@ -1,15 +1,15 @@
 """The runner: advance every scheme and member as one batch and record the trajectory.
 
-State layout: ``(scheme, member, *site_shape)``. The kernel draws its noise per member
-(shape ``(member, *site_shape)``), so every scheme sees the same numbers (common random
-numbers) and the differences between schemes are due to the projection alone.
+State layout: ``(scheme, member, *site_shape)`` arrays, or particle ensembles with
+positions ``(scheme, member, particle, dim)`` (see :mod:`coarsekl.states`). The kernel
+draws its noise per member, so every scheme sees the same numbers (common random numbers)
+and the differences between schemes are due to the projection alone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,22 +25,34 @@ from coarsekl.errors import ConfigError, PluginContractError
 from coarsekl.interfaces import Kernel, Metric, Projector
 from coarsekl.io import atomic_path, open_trajectory, save_trajectory
 from coarsekl.manager import get_registry
-from coarsekl.numerics import compiled_enabled
 from coarsekl.problem import Problem, check_image
 from coarsekl.random import MemberRandom, Purpose, generator_for
 from coarsekl.registry import Registry
 from coarsekl.schedules import Step
+from coarsekl.states import (
+    DistributionStates,
+    EnsembleStates,
+    Tolerances,
+    check_state,
+)
 
-__all__ = ["BuiltExperiment", "Engine", "build_experiment", "default_threads", "run"]
+__all__ = [
+    "BuiltExperiment",
+    "Engine",
+    "build_experiment",
+    "check_state",
+    "default_threads",
+    "run",
+]
 
 THREADS_ENV = "COARSEKL_THREADS"
 GROUP_BYTES = 1 << 20  # members per group: about this many bytes of state (cache-sized)
 MIN_TILE_BYTES = 1 << 19  # smaller tiles are not worth a thread of their own
 COMPRESSION_LEVEL = 4  # zlib level of the netCDF output
-STATE_ATTRIBUTES = {"long_name": "state p (probability per pixel)", "units": "1"}
 RESERVED_NAMES = {
     "state", "block_mass", "leak", "clipped", "data", "delta", "reference_mass",
     "reference_value", "scheme", "member", "step", "block", "snapshot", "y", "x",
+    "position", "weight", "alpha_bar", "target_mass", "particle", "dim",
 }  # fmt: skip
 
 
@@ -53,8 +65,9 @@ class BuiltExperiment:
     kernel: Kernel
     projector: Projector | None
     metrics: dict[str, Metric]
-    initial_states: np.ndarray  # (member, *site_shape), normalised
+    initial_states: Any  # (member, *site_shape) array or Ensemble, normalised, run's dtype
     providers: dict[str, str]  # "kernel geometric-mean" -> provider text
+    states: DistributionStates | EnsembleStates  # how states are checked and recorded
 
     def tolerance(self, index: int) -> float | None:
         if self.projector is None:
@@ -75,12 +88,14 @@ def build_experiment(config: ExperimentConfig, registry: Registry) -> BuiltExper
         return registry.build(kind, component.kind, component.params, **context)
 
     data_source = build("data", config.data)
-    image = check_image(
-        data_source.image(generator_for(config.seed, Purpose.DATA)), "the data image"
-    )
-    partition = build("partition", config.partition, shape=image.shape)
+    data, site_shape = _data(data_source, config)
+    partition = build("partition", config.partition, shape=site_shape, data=data)
     quantity = build("quantity", config.quantity)
-    problem = Problem(partition=partition, quantity=quantity, data=image)
+    problem = Problem(partition=partition, quantity=quantity, data=data)
+    if problem.is_distribution:
+        states = EnsembleStates(config.particles, data.dim, config.dtype)
+    else:
+        states = DistributionStates(partition.site_shape, partition.site_dims, config.dtype)
     kernel = build("kernel", config.kernel)
     projector = build("projector", config.projector) if config.projector else None
     metrics = {}
@@ -89,21 +104,13 @@ def build_experiment(config: ExperimentConfig, registry: Registry) -> BuiltExper
             raise ConfigError(f"a metric may not be called {name!r}: the name is reserved")
         metrics[name] = build("metric", ComponentConfig(kind=name))
     initial = build("initial", config.initial)
-    states = check_image(
-        initial.states(
-            problem, MemberRandom.from_seed(config.seed, Purpose.INITIAL, config.members)
-        ),
-        f"the initial states ([initial] {config.initial.kind!r})",
-        partition.site_shape,
+    raw = initial.states(
+        problem, MemberRandom.from_seed(config.seed, Purpose.INITIAL, config.members)
     )
-    if states.shape != (config.members, *partition.site_shape):
-        raise PluginContractError(
-            f"[initial] {config.initial.kind!r} returned shape {states.shape}, expected "
-            f"{(config.members, *partition.site_shape)}"
-        )
-    site_axes = tuple(range(1, states.ndim))
-    states = states / states.sum(axis=site_axes, keepdims=True)
-    experiment = BuiltExperiment(config, problem, kernel, projector, metrics, states, providers)
+    initial_states = states.initial(raw, config.members, f"[initial] {config.initial.kind!r}")
+    experiment = BuiltExperiment(
+        config, problem, kernel, projector, metrics, initial_states, providers, states
+    )
     for index in range(1, config.steps + 1):  # an infeasible δ(t) fails before the run
         tolerance = experiment.tolerance(index)
         if tolerance is not None:
@@ -111,49 +118,34 @@ def build_experiment(config: ExperimentConfig, registry: Registry) -> BuiltExper
     return experiment
 
 
-def check_state(
-    state: Any,
-    expected_shape: tuple[int, ...],
-    site_ndim: int,
-    who: str,
-    step: int,
-    dtype: np.dtype | str = "float64",
-) -> np.ndarray:
-    """Check what a plugin returned: shape, finite, non-negative, normalised over the last
-    ``site_ndim`` axes; return it in the run's ``dtype``."""
-    where = f"{who} at step {step}"
-    if not isinstance(state, np.ndarray) or state.shape != expected_shape:
-        shape = getattr(state, "shape", type(state).__name__)
-        raise PluginContractError(f"{where} returned shape {shape}, expected {expected_shape}")
-    if state.dtype.kind != "f":
-        raise PluginContractError(f"{where} returned dtype {state.dtype}, expected floats")
-    if state.dtype != dtype:
-        state = state.astype(dtype)
-    totals, smallest, finite = _summary(state, site_ndim)
-    if not finite:
-        raise PluginContractError(f"{where} returned NaN or inf values")
-    if smallest < 0:
-        raise PluginContractError(f"{where} returned negative values (min {smallest:.3g})")
-    worst = float(np.abs(totals - 1).max())
-    if worst > _TOLERANCES[np.dtype(dtype)].normalisation:
+def _data(data_source, config: ExperimentConfig) -> tuple[Any, tuple[int, ...]]:
+    """The data (an image, or a distribution for particle ensembles) and the site shape."""
+    rng = generator_for(config.seed, Purpose.DATA)
+    who = f"[data] {config.data.kind!r}"
+    if hasattr(data_source, "distribution"):
+        if config.particles is None:
+            raise ConfigError(
+                f"{who} is a distribution to sample particles from: set the number of "
+                "particles per member with the top-level key particles = N"
+            )
+        data = data_source.distribution(rng)
+        dim = getattr(data, "dim", None)
+        if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
+            raise PluginContractError(
+                f"{who} returned a distribution without a positive integer 'dim'"
+            )
+        return data, (config.particles,)
+    if not hasattr(data_source, "image"):
         raise PluginContractError(
-            f"{where} returned a state that is not normalised (|Σp − 1| up to {worst:.3g})"
+            f"{who} provides neither image(rng) (a data image) nor distribution(rng)"
         )
-    return state
-
-
-def _summary(state: np.ndarray, site_ndim: int) -> tuple[np.ndarray, float, bool]:
-    """(each state's total, the smallest value, whether all are finite) in one pass."""
-    if compiled_enabled():
-        from coarsekl._compiled import state_summary
-
-        sites = math.prod(state.shape[state.ndim - site_ndim :])
-        totals, negatives = state_summary(state.reshape(-1, sites))
-        finite = bool(np.isfinite(totals).all())  # a NaN or inf anywhere makes its total so
-        return totals, (state.min() if negatives and finite else 0.0), finite
-    totals = state.sum(axis=tuple(range(-site_ndim, 0)), dtype=np.float64)
-    finite = bool(np.isfinite(totals).all())
-    return totals, (state.min() if finite else np.nan), finite
+    if config.particles is not None:
+        raise ConfigError(
+            f"particles = {config.particles} is set, but {who} gives a data image, not a "
+            "distribution to sample particles from; remove 'particles'"
+        )
+    image = check_image(data_source.image(rng), "the data image")
+    return image, image.shape
 
 
 def run(
@@ -187,6 +179,10 @@ def run(
         steps = tqdm(steps, desc=config.name, unit="step", delay=0.5, leave=False)
     with contextlib.ExitStack() as stack:
         stack.callback(engine.close)
+        if engine.pool is not None:  # the engine's threads share the cores: BLAS gets one each
+            from threadpoolctl import threadpool_limits
+
+            stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
         if output is None:
             snapshots = _MemorySnapshots(experiment)
         else:
@@ -234,13 +230,12 @@ class Engine:
     ) -> None:
         config, problem = experiment.config, experiment.problem
         self.experiment = experiment
-        self.dtype = np.dtype(config.dtype)
-        self.site_ndim = len(problem.partition.site_shape)
+        self.layout = experiment.states
         threads = default_threads() if threads is None else threads
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ConfigError(f"threads must be a positive integer, got {threads!r}")
         n_schemes, members = len(config.schemes), config.members
-        scheme_bytes = math.prod(problem.partition.site_shape) * self.dtype.itemsize
+        scheme_bytes = self.layout.state_bytes
         member_bytes = n_schemes * scheme_bytes
         coupled = getattr(experiment.kernel, "couples_members", False)
         if coupled:
@@ -260,12 +255,15 @@ class Engine:
         self.tiles = [(part, group) for group in groups for part in parts]
         rng = MemberRandom.from_seed(config.seed, Purpose.KERNEL, members)
         self.rngs = {(group.start, group.stop): rng.subset(group) for group in groups}
+        self.projector_rngs = None  # only the one 'proj' scheme draws: no copies needed
+        if getattr(experiment.projector, "uses_random", False):
+            rng = MemberRandom.from_seed(config.seed, Purpose.PROJECTOR, members)
+            self.projector_rngs = {(g.start, g.stop): rng.subset(g) for g in groups}
         workers = min(threads, len(self.tiles))
         self.pool = ThreadPoolExecutor(workers, "coarsekl") if workers > 1 else None
-        initial = experiment.initial_states.astype(self.dtype)
+        initial = experiment.initial_states
         self.states = [
-            np.broadcast_to(initial[group], (part.stop - part.start, *initial[group].shape)).copy()
-            for part, group in self.tiles
+            self.layout.repeat(initial[group], part.stop - part.start) for part, group in self.tiles
         ]
         self.masses = [problem.partition.block_sums(state) for state in self.states]
         self.proposals: list[np.ndarray | None] | None = (
@@ -278,7 +276,7 @@ class Engine:
         ]
         provider = experiment.providers[f"kernel {config.kernel.kind}"]
         self.kernel_name = f"kernel {config.kernel.kind!r} ({provider})"
-        self.tolerances = _TOLERANCES[self.dtype]
+        self.tolerances = Tolerances.of(config.dtype)
         self.recorder: _Recorder | None = None
 
     def start(self, recorder: _Recorder) -> None:
@@ -315,9 +313,8 @@ class Engine:
         problem, config = experiment.problem, experiment.config
         state, masses = self.states[task], self.masses[task]
         proposal = experiment.kernel.step(state, problem, step, rng)
-        proposal = check_state(
-            proposal, state.shape, self.site_ndim, self.kernel_name, index, self.dtype
-        )
+        batch = state.shape[:2]
+        proposal = self.layout.check(proposal, batch, self.kernel_name, index)
         proposal_masses = problem.block_masses(proposal)
         if experiment.kernel.block_preserving:
             drift = float(np.max(np.abs(proposal_masses - masses)))
@@ -337,15 +334,15 @@ class Engine:
                     schemes.append(scheme)
                     continue
                 problem.remember_block_masses(scheme, proposal_masses[i])  # the projector's
-                projection = experiment.projector.project(scheme, problem, step)
-                schemes.append(
-                    check_state(
-                        projection.state, proposal.shape[1:], self.site_ndim, who, index, self.dtype
-                    )
-                )
+                if self.projector_rngs is None:
+                    projection = experiment.projector.project(scheme, problem, step)
+                else:
+                    group = tile[1]
+                    rng = self.projector_rngs[group.start, group.stop]
+                    projection = experiment.projector.project(scheme, problem, step, rng=rng)
+                schemes.append(self.layout.check(projection.state, batch[1:], who, index))
                 clipped[i] = projection.clipped
-            # One scheme: a view of the projection (no copy); several: one new batch.
-            new_state = schemes[0][None] if len(schemes) == 1 else np.stack(schemes)
+            new_state = self.layout.stack(schemes)
             new_masses = problem.block_masses(new_state)
         else:
             new_state, new_masses = proposal, proposal_masses
@@ -356,60 +353,42 @@ class Engine:
             index, tile, step, new_state, new_masses, proposal, proposal_masses, clipped
         )
 
-    def state(self) -> np.ndarray:
-        """The whole batch ``(scheme, member, *site_shape)`` (a new array)."""
+    def state(self):
+        """The whole batch ``(scheme, member, *site_shape)`` (a new array or Ensemble)."""
         return self._assemble(self.states)
 
-    def proposal(self) -> np.ndarray:
-        """The kernel's output of the last step, before projection (a new array)."""
+    def proposal(self):
+        """The kernel's output of the last step, before projection (a new array or Ensemble)."""
         return self._assemble(self.proposals)
 
-    def _assemble(self, tiles: list[np.ndarray]) -> np.ndarray:
+    def _assemble(self, tiles: list):
         config = self.experiment.config
-        whole = np.empty(
-            (len(config.schemes), config.members, *self.experiment.problem.partition.site_shape),
-            dtype=self.dtype,
+        return self.layout.assemble(
+            (len(config.schemes), config.members), zip(self.tiles, tiles, strict=True)
         )
-        for (part, group), values in zip(self.tiles, tiles, strict=True):
-            whole[part, group] = values
-        return whole
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
 
 
-@attrs.frozen
-class _Tolerances:
-    normalisation: float  # |Σp − 1| accepted from a plugin
-    block_mass: float  # block-mass drift accepted from a block-preserving kernel
-
-
-_TOLERANCES = {
-    np.dtype(np.float64): _Tolerances(normalisation=1e-8, block_mass=1e-9),
-    np.dtype(np.float32): _Tolerances(normalisation=1e-4, block_mass=1e-5),
-}
-
-
 class _MemorySnapshots:
-    """Snapshots kept in one preallocated array (the default without an output file)."""
+    """Snapshots kept in preallocated arrays (the default without an output file)."""
 
     def __init__(self, experiment: BuiltExperiment) -> None:
-        config = experiment.config
+        config, layout = experiment.config, experiment.states
         self.index = {step: i for i, step in enumerate(config.snapshot_steps)}
-        self.array = np.zeros(
-            (
-                len(config.schemes),
-                config.members,
-                len(self.index),
-                *experiment.problem.partition.site_shape,
-            ),
-            dtype=config.dtype,
-        )
+        self.layout = layout
+        leading = (len(config.schemes), config.members, len(self.index))
+        self.arrays = {
+            name: np.zeros((*leading, *variable.shape), dtype=variable.dtype)
+            for name, variable in layout.snapshot_variables().items()
+        }
 
-    def write(self, step: int, tile: tuple[slice, slice], state: np.ndarray) -> None:
+    def write(self, step: int, tile: tuple[slice, slice], state) -> None:
         schemes, members = tile
-        self.array[schemes, members, self.index[step]] = state
+        for name, values in self.layout.snapshot_values(state).items():
+            self.arrays[name][schemes, members, self.index[step]] = values
 
 
 class _StreamedSnapshots:
@@ -419,31 +398,37 @@ class _StreamedSnapshots:
     def __init__(self, experiment: BuiltExperiment, path: Path) -> None:
         import netCDF4
 
-        config, partition = experiment.config, experiment.problem.partition
+        config, layout = experiment.config, experiment.states
         self.index = {step: i for i, step in enumerate(config.snapshot_steps)}
+        self.layout = layout
         self.file = netCDF4.Dataset(path, "w", format="NETCDF4")
-        sizes = {
+        leading = {
             "scheme": len(config.schemes),
             "member": config.members,
             "snapshot": len(self.index),
-            **dict(zip(partition.site_dims, partition.site_shape, strict=True)),
         }
-        for name, size in sizes.items():
+        for name, size in leading.items():
             self.file.createDimension(name, size)
-        self.variable = self.file.createVariable(
-            "state",
-            np.dtype(config.dtype),
-            tuple(sizes),
-            zlib=True,
-            complevel=COMPRESSION_LEVEL,
-            chunksizes=(1, 1, 1, *partition.site_shape),
-        )
-        self.variable.setncatts(STATE_ATTRIBUTES)
-        self.array = None
+        self.variables = {}
+        for name, variable in layout.snapshot_variables().items():
+            for dim, size in zip(variable.dims, variable.shape, strict=True):
+                if dim not in self.file.dimensions:
+                    self.file.createDimension(dim, size)
+            self.variables[name] = self.file.createVariable(
+                name,
+                variable.dtype,
+                (*leading, *variable.dims),
+                zlib=True,
+                complevel=COMPRESSION_LEVEL,
+                chunksizes=(1, 1, 1, *variable.shape),
+            )
+            self.variables[name].setncatts(variable.attributes)
+        self.arrays = None
 
-    def write(self, step: int, tile: tuple[slice, slice], state: np.ndarray) -> None:
+    def write(self, step: int, tile: tuple[slice, slice], state) -> None:
         schemes, members = tile
-        self.variable[schemes, members, self.index[step]] = state
+        for name, values in self.layout.snapshot_values(state).items():
+            self.variables[name][schemes, members, self.index[step]] = values
 
     def __enter__(self) -> _StreamedSnapshots:
         return self
@@ -477,6 +462,10 @@ class _Recorder:
             if name in self.before:
                 self.arrays[f"{name}_pre"] = np.zeros(full)
         self.tolerances = np.full(config.steps + 1, np.nan)
+        self.alpha_bar = self.target_mass = None
+        if experiment.problem.is_distribution:  # the target moves with the noise level
+            self.alpha_bar = np.full(config.steps + 1, np.nan)
+            self.target_mass = np.full((config.steps + 1, n_blocks), np.nan)
 
     def record(self, index, tile, step, state, masses, proposal, proposal_masses, clipped) -> None:
         """Record step ``index`` for ``tile`` = (schemes, members), two slices."""
@@ -495,6 +484,9 @@ class _Recorder:
                 arrays[f"{name}_pre"][schemes, members, index] = value
         if step.tolerance is not None:
             self.tolerances[index] = step.tolerance
+        if self.alpha_bar is not None:
+            self.alpha_bar[index] = state.alpha_bar
+            self.target_mass[index] = problem.reference_for(state)
 
     def snapshot(self, index: int, tiles: list, states: list[np.ndarray]) -> None:
         """Keep the state of step ``index`` if it is a snapshot step, tile by tile."""
@@ -547,22 +539,35 @@ class _Recorder:
                 {"long_name": "step of the snapshot", "units": "1"},
             ),
         }
-        site_kind = getattr(partition, "site_kind", "pixel")  # what a site is, for labels
+        default_kind = "particle" if problem.is_distribution else "pixel"
+        site_kind = getattr(partition, "site_kind", default_kind)  # what a site is, for labels
         for dim, size in zip(site_dims, partition.site_shape, strict=True):
             coords[dim] = (
                 dim,
                 np.arange(size),
                 {"long_name": f"{site_kind} {dim}", "units": site_kind},
             )
+        if problem.is_distribution:
+            coords["dim"] = (
+                "dim",
+                np.arange(problem.data.dim),
+                {"long_name": "coordinate axis of R^d", "units": "1"},
+            )
         for name, (values, attributes) in partition.block_coords().items():
             coords[name] = ("block", values, attributes)
         arrays = self.arrays
-        data_vars = {
-            "data": (
-                site_dims,
-                problem.data,
-                {"long_name": "data image x", "units": "data intensity"},
-            ),
+        if problem.is_distribution:  # the distribution describes itself, if it can
+            describe = getattr(problem.data, "dataset_variables", None)
+            data_vars = dict(describe()) if describe is not None else {}
+        else:
+            data_vars = {
+                "data": (
+                    site_dims,
+                    problem.data,
+                    {"long_name": "data image x", "units": "data intensity"},
+                )
+            }
+        data_vars |= {
             "reference_mass": (
                 "block",
                 problem.reference_masses,
@@ -597,11 +602,23 @@ class _Recorder:
                 {"long_name": "block mass clipped to a bound by the projection"},
             ),
         }
-        if self.snapshots.array is not None:  # else the state streams into the output file
-            data_vars["state"] = (
-                ("scheme", "member", "snapshot", *site_dims),
-                self.snapshots.array,
-                STATE_ATTRIBUTES,
+        if self.snapshots.arrays is not None:  # else the state streams into the output file
+            for name, variable in experiment.states.snapshot_variables().items():
+                data_vars[name] = (
+                    ("scheme", "member", "snapshot", *variable.dims),
+                    self.snapshots.arrays[name],
+                    variable.attributes,
+                )
+        if self.alpha_bar is not None:
+            data_vars["alpha_bar"] = (
+                "step",
+                self.alpha_bar,
+                {"long_name": "signal level ᾱ of the particle positions (1: data)", "units": "1"},
+            )
+            data_vars["target_mass"] = (
+                ("step", "block"),
+                self.target_mass,
+                {"long_name": "block masses w^ref of the exact noised data q_ᾱ", "units": "1"},
             )
         for name, metric in experiment.metrics.items():
             dims = (*base, "block") if metric.per_block else base

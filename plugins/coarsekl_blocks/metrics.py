@@ -73,7 +73,7 @@ class VDelta:
                 "kind = \"vdelta\" and delta = …, or drop 'V_delta' from [record] metrics"
             )
         masses = problem.block_masses(state)
-        projected, _ = project_masses(masses, *problem.bounds(step.tolerance))
+        projected, _ = project_masses(masses, *problem.bounds(step.tolerance, state))
         return kl_divergence(masses, projected)
 
 
@@ -88,7 +88,7 @@ class BlockMassError:
 
     def compute(self, state: np.ndarray, problem: Problem, step: Step) -> np.ndarray:
         masses = problem.block_masses(state)
-        return np.abs(masses - problem.reference_masses).sum(axis=-1)
+        return np.abs(masses - problem.reference_for(state)).sum(axis=-1)
 
 
 @attrs.frozen

@@ -59,10 +59,39 @@ class TowardEnsembleMean:
         return (1 - self.weight) * state + self.weight * state.mean(axis=1, keepdims=True)
 
 
+@attrs.frozen(kw_only=True)
+class BrokenParticleKernel:
+    """Returns an ensemble that breaks the kernel contract from step ``at`` on."""
+
+    block_preserving: ClassVar[bool] = False
+    fault: str = "nan"
+    at: int = 2
+
+    def step(self, state, problem, step, rng):
+        if step.index < self.at:
+            return state.replace(positions=state.positions.copy())
+        if self.fault == "nan":
+            positions = state.positions.copy()
+            positions[..., 0, 0] = np.nan
+            return state.replace(positions=positions)
+        if self.fault == "unnormalised":
+            return state.replace(weights=2 * state.weights)
+        if self.fault == "array":
+            return state.positions
+        if self.fault == "shape":
+            return coarsekl.Ensemble(
+                state.positions[..., :-1, :], state.weights[..., :-1], state.alpha_bar
+            )
+        raise ValueError(self.fault)
+
+
 @coarsekl.hookimpl
 def coarsekl_kernels():
     return [
         coarsekl.Component(name="broken", factory=BrokenKernel, summary="breaks its contract"),
+        coarsekl.Component(
+            name="broken-particles", factory=BrokenParticleKernel, summary="breaks its contract"
+        ),
         coarsekl.Component(name="leak-to-corner", factory=LeakToFirstBlock, summary="leaks"),
         coarsekl.Component(
             name="false-preserver", factory=FalselyPreserving, summary="lies about leaking"

@@ -1,0 +1,259 @@
+"""The two kinds of state the runner advances, and what it does with each.
+
+* distributions over sites: an array ``(scheme, member, *site_shape)``, ≥ 0, Σ = 1 over
+  the site axes (images, distributions over the states of a chain);
+* weighted particle ensembles: an :class:`~coarsekl.ensemble.Ensemble` with positions
+  ``(scheme, member, particle, dim)`` and weights ``(scheme, member, particle)``.
+
+A layout checks what plugins return (naming the plugin and the step that broke the
+contract), batches and un-batches states for the runner's tiles, and says which snapshot
+variables the trajectory records. The runner knows nothing else of the two kinds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+
+from coarsekl.ensemble import Ensemble, stack_ensembles
+from coarsekl.errors import PluginContractError
+from coarsekl.numerics import compiled_enabled
+
+__all__ = ["DistributionStates", "EnsembleStates", "Tolerances", "check_state"]
+
+STATE_ATTRIBUTES = {"long_name": "state p (probability per pixel)", "units": "1"}
+
+
+@attrs.frozen
+class Tolerances:
+    normalisation: float  # |Σp − 1| accepted from a plugin
+    block_mass: float  # block-mass drift accepted from a block-preserving kernel
+
+    @staticmethod
+    def of(dtype: np.dtype | str) -> Tolerances:
+        return _TOLERANCES[np.dtype(dtype)]
+
+
+_TOLERANCES = {
+    np.dtype(np.float64): Tolerances(normalisation=1e-8, block_mass=1e-9),
+    np.dtype(np.float32): Tolerances(normalisation=1e-4, block_mass=1e-5),
+}
+
+
+@attrs.frozen
+class SnapshotVariable:
+    """A variable recorded at snapshot steps: dims and sizes after (scheme, member, snapshot)."""
+
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    attributes: dict[str, str]
+
+
+def check_state(
+    state: Any,
+    expected_shape: tuple[int, ...],
+    site_ndim: int,
+    who: str,
+    step: int,
+    dtype: np.dtype | str = "float64",
+) -> np.ndarray:
+    """Check what a plugin returned: shape, finite, non-negative, normalised over the last
+    ``site_ndim`` axes; return it in the run's ``dtype``."""
+    where = f"{who} at step {step}"
+    if not isinstance(state, np.ndarray) or state.shape != expected_shape:
+        shape = getattr(state, "shape", type(state).__name__)
+        raise PluginContractError(f"{where} returned shape {shape}, expected {expected_shape}")
+    if state.dtype.kind != "f":
+        raise PluginContractError(f"{where} returned dtype {state.dtype}, expected floats")
+    if state.dtype != dtype:
+        state = state.astype(dtype)
+    _check_normalised(state, site_ndim, where, Tolerances.of(dtype))
+    return state
+
+
+def _check_normalised(values: np.ndarray, site_ndim: int, where: str, tolerances) -> None:
+    totals, smallest, finite = _summary(values, site_ndim)
+    if not finite:
+        raise PluginContractError(f"{where} returned NaN or inf values")
+    if smallest < 0:
+        raise PluginContractError(f"{where} returned negative values (min {smallest:.3g})")
+    worst = float(np.abs(totals - 1).max())
+    if worst > tolerances.normalisation:
+        raise PluginContractError(
+            f"{where} returned a state that is not normalised (|Σp − 1| up to {worst:.3g})"
+        )
+
+
+def _summary(state: np.ndarray, site_ndim: int) -> tuple[np.ndarray, float, bool]:
+    """(each state's total, the smallest value, whether all are finite) in one pass."""
+    if compiled_enabled():
+        from coarsekl._compiled import state_summary
+
+        sites = math.prod(state.shape[state.ndim - site_ndim :])
+        totals, negatives = state_summary(state.reshape(-1, sites))
+        finite = bool(np.isfinite(totals).all())  # a NaN or inf anywhere makes its total so
+        return totals, (state.min() if negatives and finite else 0.0), finite
+    totals = state.sum(axis=tuple(range(-site_ndim, 0)), dtype=np.float64)
+    finite = bool(np.isfinite(totals).all())
+    return totals, (state.min() if finite else np.nan), finite
+
+
+@attrs.frozen
+class DistributionStates:
+    """States that are arrays over the partition's sites (images, chain distributions)."""
+
+    site_shape: tuple[int, ...]
+    site_dims: tuple[str, ...]
+    dtype: np.dtype = attrs.field(converter=np.dtype)
+
+    @property
+    def state_bytes(self) -> int:
+        return math.prod(self.site_shape) * self.dtype.itemsize
+
+    def check(self, state: Any, batch: tuple[int, ...], who: str, step: int) -> np.ndarray:
+        return check_state(
+            state, (*batch, *self.site_shape), len(self.site_shape), who, step, self.dtype
+        )
+
+    def initial(self, states: Any, members: int, who: str) -> np.ndarray:
+        """The initial states ``(members, *sites)`` checked and normalised."""
+        from coarsekl.problem import check_image
+
+        states = check_image(states, f"the initial states ({who})", self.site_shape)
+        if states.shape != (members, *self.site_shape):
+            raise PluginContractError(
+                f"{who} returned shape {states.shape}, expected {(members, *self.site_shape)}"
+            )
+        site_axes = tuple(range(1, states.ndim))
+        return (states / states.sum(axis=site_axes, keepdims=True)).astype(self.dtype)
+
+    def repeat(self, states: np.ndarray, schemes: int) -> np.ndarray:
+        """``(member, *sites) -> (schemes, member, *sites)``, a new array."""
+        return np.broadcast_to(states, (schemes, *states.shape)).copy()
+
+    def stack(self, states: Sequence[np.ndarray]) -> np.ndarray:
+        # One state: a view (no copy); several: one new batch.
+        return states[0][None] if len(states) == 1 else np.stack(states)
+
+    def assemble(self, batch: tuple[int, ...], pieces) -> np.ndarray:
+        """One batch from ``(index, state)`` pieces that tile it."""
+        whole = np.empty((*batch, *self.site_shape), dtype=self.dtype)
+        for index, state in pieces:
+            whole[index] = state
+        return whole
+
+    def snapshot_variables(self) -> dict[str, SnapshotVariable]:
+        return {
+            "state": SnapshotVariable(self.site_dims, self.site_shape, self.dtype, STATE_ATTRIBUTES)
+        }
+
+    def snapshot_values(self, state: np.ndarray) -> dict[str, np.ndarray]:
+        return {"state": state}
+
+
+@attrs.frozen
+class EnsembleStates:
+    """Weighted particle ensembles: ``particles`` particles in R^``dim`` per member."""
+
+    particles: int
+    dim: int
+    dtype: np.dtype = attrs.field(converter=np.dtype)
+    site_shape: tuple[int, ...] = attrs.field(init=False)
+    site_dims: tuple[str, ...] = ("particle",)
+
+    @site_shape.default
+    def _site_shape(self) -> tuple[int, ...]:
+        return (self.particles,)
+
+    @property
+    def state_bytes(self) -> int:
+        return self.particles * (self.dim * self.dtype.itemsize + 8)
+
+    def check(self, state: Any, batch: tuple[int, ...], who: str, step: int) -> Ensemble:
+        where = f"{who} at step {step}"
+        if not isinstance(state, Ensemble):
+            raise PluginContractError(
+                f"{where} returned a {type(state).__name__}, expected a coarsekl.Ensemble "
+                "(this run's states are particle ensembles)"
+            )
+        expected = (*batch, self.particles, self.dim)
+        if state.positions.shape != expected:
+            raise PluginContractError(
+                f"{where} returned positions of shape {state.positions.shape}, expected {expected}"
+            )
+        if state.positions.dtype.kind != "f" or state.weights.dtype.kind != "f":
+            raise PluginContractError(f"{where} returned non-float positions or weights")
+        if not 0 <= state.alpha_bar <= 1:
+            raise PluginContractError(f"{where} returned signal level ᾱ = {state.alpha_bar:g}")
+        positions = state.positions
+        if positions.dtype != self.dtype:
+            positions = positions.astype(self.dtype)
+        if not np.isfinite(positions).all():
+            raise PluginContractError(f"{where} returned NaN or inf particle positions")
+        weights = state.weights.astype(np.float64, copy=False)
+        _check_normalised(weights, 1, f"{where} (weights)", Tolerances.of(np.float64))
+        if positions is state.positions and weights is state.weights:
+            return state
+        return state.replace(positions=positions, weights=weights)
+
+    def initial(self, states: Any, members: int, who: str) -> Ensemble:
+        """The initial ensembles (positions ``(members, N, d)``), weights normalised."""
+        if isinstance(states, Ensemble) and states.weights.dtype.kind in "biuf":
+            weights = states.weights.astype(np.float64)
+            totals = weights.sum(axis=-1, keepdims=True)
+            if np.isfinite(totals).all() and (weights >= 0).all() and (totals > 0).all():
+                states = states.replace(weights=weights / totals)
+            else:
+                raise PluginContractError(
+                    f"{who} returned weights that are negative, NaN or all zero"
+                )
+        return self.check(states, (members,), who, 0)
+
+    def repeat(self, states: Ensemble, schemes: int) -> Ensemble:
+        return states.broadcast_to((schemes,))
+
+    def stack(self, states: Sequence[Ensemble]) -> Ensemble:
+        return states[0][None] if len(states) == 1 else stack_ensembles(states)
+
+    def assemble(self, batch: tuple[int, ...], pieces) -> Ensemble:
+        """One batch from ``(index, ensemble)`` pieces that tile it."""
+        pieces = list(pieces)
+        first = pieces[0][1]
+        arrays = {
+            name: np.empty((*batch, *array.shape[2:]), dtype=array.dtype)
+            for name, array in _arrays(first).items()
+        }
+        for index, state in pieces:
+            for name, array in _arrays(state).items():
+                arrays[name][index] = array
+        positions, weights = arrays.pop(" positions"), arrays.pop(" weights")
+        return Ensemble(positions, weights, first.alpha_bar, arrays)
+
+    def snapshot_variables(self) -> dict[str, SnapshotVariable]:
+        return {
+            "position": SnapshotVariable(
+                ("particle", "dim"),
+                (self.particles, self.dim),
+                self.dtype,
+                {"long_name": "particle position x", "units": "data units"},
+            ),
+            "weight": SnapshotVariable(
+                ("particle",),
+                (self.particles,),
+                np.dtype(np.float64),
+                {"long_name": "particle weight w (Σ = 1 per member)", "units": "1"},
+            ),
+        }
+
+    def snapshot_values(self, state: Ensemble) -> dict[str, np.ndarray]:
+        return {"position": state.positions, "weight": state.weights}
+
+
+def _arrays(state: Ensemble) -> dict[str, np.ndarray]:
+    # carried names are plugin-chosen; the leading space keeps them apart from these two
+    return {" positions": state.positions, " weights": state.weights, **state.carried}
