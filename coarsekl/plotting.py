@@ -92,9 +92,9 @@ def plot_snapshots(ds, member: int = 0):
 def plot_particles(ds, member: int = 0, shown: int = 5000):
     """Particle snapshots, one panel per scheme and snapshot.
 
-    2-D (or higher, first two coordinates) ensembles: scatter of up to ``shown`` particles,
-    marker area ∝ weight, with the data mixture's means (×) when recorded. Ensembles whose
-    dimension is a square number ≥ 16 are images (e.g. 8 × 8 digits): a mosaic of 16
+    2-D (or higher, first two coordinates) ensembles: scatter of up to ``shown`` particles
+    (every k-th), marker area ∝ weight, with the data mixture's means (×) when recorded.
+    Ensembles whose dimension is a square number ≥ 16 are images (e.g. 8 × 8 digits): a mosaic of 16
     particles spread evenly over the ensemble (a resampled ensemble lists its particles
     block by block).
     """
@@ -127,11 +127,11 @@ def plot_particles(ds, member: int = 0, shown: int = 5000):
                 ax.set_yticks([])
                 ax.set_title(title, fontsize=9)
                 continue
-            count = min(shown, particles)
-            weights = chosen.weight.values[:count]
+            every = -(-particles // shown)  # strided: resampled particles come block by block
+            weights = chosen.weight.values[::every]
             ax.scatter(
-                positions[:count, 0],
-                positions[:count, 1],
+                positions[::every, 0],
+                positions[::every, 1],
                 s=4 * weights * particles,
                 color=_style(scheme).get("color", "tab:gray"),
                 alpha=0.35,

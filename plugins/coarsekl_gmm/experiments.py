@@ -12,6 +12,7 @@ lowers the diversity; the projection keeps the proportions within δ.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import attrs
 import numpy as np
 
 import coarsekl
+from coarsekl.errors import CoarseklWarning
 from coarsekl.io import atomic_path, save_trajectory
 
 __all__ = [
@@ -36,7 +38,7 @@ SAMPLERS = ("ddpm", "ddim", "dpmpp-2m")
 DETERMINISTIC = ("ddim", "dpmpp-2m")
 LABELS = {"ddpm": "DDPM", "ddim": "DDIM (η = 0)", "dpmpp-2m": "DPM-Solver++(2M)"}
 COLORS = {"ddpm": "tab:green", "ddim": "tab:blue", "dpmpp-2m": "tab:red"}
-DISTANCES = ("sliced_wasserstein", "energy_distance", "binned_kl", "mean_error")
+FLOOR_SAMPLES = 5  # exact samples whose distances give the Monte Carlo floor
 
 
 def _ring_config(name: str, steps: int, particles: int, seed: int, kernel: dict) -> dict:
@@ -131,6 +133,9 @@ def sampler_study(settings: SamplerSettings | None = None, progress: bool = Fals
             gap = np.linalg.norm(final.positions - reference.positions, axis=-1)
             errors[i, j] = float(np.sqrt(np.mean(gap**2)))
         finals[i, j] = final.positions[:shown]
+    floor_rng = np.random.default_rng(settings.seed)
+    exact = [mixture.sample(settings.particles, floor_rng)[0] for _ in range(FLOOR_SAMPLES)]
+    uniform = np.full(settings.particles, 1.0 / settings.particles)
     orders = {}
     for i, name in enumerate(SAMPLERS):
         if name in DETERMINISTIC:
@@ -144,6 +149,17 @@ def sampler_study(settings: SamplerSettings | None = None, progress: bool = Fals
         )
         for name, values in distances.items()
     }
+    for name, (distance, metric) in metrics.items():
+        values = [float(distance(mixture, sample, uniform)) for sample in exact]
+        data_vars[f"{name}_floor"] = (
+            "exact_sample",
+            np.array(values),
+            {
+                "long_name": f"{metric.long_name} of {settings.particles} exact samples "
+                "(the Monte Carlo floor and its spread)",
+                "units": metric.units,
+            },
+        )
     data_vars["fine_error"] = (
         ("sampler", "steps"),
         errors,
@@ -199,7 +215,7 @@ def _figure(width: float, height: float):
 
 def plot_sampler_distances(ds):
     """Distance to the target and error against the fine solution, against the steps."""
-    figure = _figure(13, 3.6)
+    figure = _figure(14, 4.0)
     axes = figure.subplots(1, 3)
     steps = ds.steps.values
     for ax, name in zip(axes[:2], ("sliced_wasserstein", "energy_distance"), strict=True):
@@ -211,6 +227,15 @@ def plot_sampler_distances(ds):
                 color=COLORS[sampler],
                 label=LABELS[sampler],
             )
+        floor = ds[f"{name}_floor"]
+        ax.axhspan(
+            float(floor.min()),
+            float(floor.max()),
+            color="0.5",
+            alpha=0.25,
+            lw=0,
+            label=f"{floor.size} exact samples (MC spread)",
+        )
         ax.set_title(ds[name].attrs["long_name"], fontsize=9)
         ax.set_xlabel("steps")
         ax.set_ylabel(ds[name].attrs["units"])
@@ -255,6 +280,10 @@ def plot_sampler_samples(ds):
             ax.set_title(f"{LABELS[sampler]}, {count} steps", fontsize=8)
             ax.set_aspect("equal")
             ax.tick_params(labelsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("x₀ [data units]", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("x₁ [data units]", fontsize=8)
     figure.suptitle("gmm-samplers: final samples (× component means)")
     return figure
 
@@ -286,7 +315,8 @@ def run_samplers(
 class GuidanceSettings:
     """What ``gmm-guidance`` runs."""
 
-    strengths: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+    strengths: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+    projector: str = "resample"
     particles: int = 10_000
     steps: int = 50
     delta: float = 0.02
@@ -314,13 +344,17 @@ def guidance_study(settings: GuidanceSettings | None = None, progress: bool = Fa
             {"kind": "ddim", "guidance": gamma, "guidance_class": settings.guided_class},
         )
         config["schemes"] = ["base", "proj"]
-        config["projector"] = {"kind": "reweight", "delta": settings.delta}
+        config["projector"] = {"kind": settings.projector, "delta": settings.delta}
         config["record"] = {
             "metrics": ["E_block", "class_entropy", "posterior_entropy", "ess"],
             "snapshots": [settings.steps],
         }
-        ds = coarsekl.run(config)
-        finals.append(ds.isel(member=0, step=-1, snapshot=-1).drop_vars(["step", "snapshot"]))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CoarseklWarning)
+            ds = coarsekl.run(config)
+        final = ds.isel(member=0, step=-1, snapshot=-1).drop_vars(["step", "snapshot"])
+        emptied = any(issubclass(w.category, CoarseklWarning) for w in caught)
+        finals.append(final.assign(classes_emptied=emptied))
     result = xr.concat(finals, dim="guidance", coords="minimal", compat="override")
     result = result.assign_coords(
         guidance=("guidance", np.array(settings.strengths), {"long_name": "guidance γ"})
@@ -335,8 +369,13 @@ def guidance_study(settings: GuidanceSettings | None = None, progress: bool = Fa
         "position",
         "weight",
         "mixture_mean",
+        "classes_emptied",
     ]
     result = result[keep]
+    result["classes_emptied"].attrs = {
+        "long_name": "some class lost all its particles, so the projection could not hold "
+        "its mass (bounds widened)"
+    }
     result.attrs = {
         "title": "coarsekl: classifier guidance on a Gaussian mixture, with and without V_δ",
         "experiment": "gmm-guidance",
@@ -364,10 +403,22 @@ def plot_guidance(ds):
         (ds.class_entropy, "class diversity H(w)", "nat"),
         (ds.posterior_entropy, "mean posterior entropy", "nat"),
     ]
+    emptied = ds.classes_emptied.values.astype(bool)
     for ax, (values, title, units) in zip(axes, panels, strict=True):
         for scheme in ds.scheme.values:
             style = SCHEME_STYLE.get(str(scheme), {})
             ax.plot(gamma, values.sel(scheme=scheme), marker="o", **style)
+        if emptied.any():
+            ax.plot(
+                gamma[emptied],
+                values.sel(scheme="proj").values[emptied],
+                linestyle="none",
+                marker="o",
+                markersize=11,
+                markerfacecolor="none",
+                color="k",
+                label="proj: a class emptied, bounds widened",
+            )
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("guidance strength γ")
         ax.set_ylabel(units)
@@ -394,8 +445,9 @@ def plot_guidance_samples(ds):
         for column, gamma in enumerate(gammas):
             ax = axes[row, column]
             final = ds.sel(scheme=scheme, guidance=gamma)
-            positions = final.position.values[:shown]
-            weights = final.weight.values[:shown]
+            every = -(-particles // shown)  # strided: resampled particles come block by block
+            positions = final.position.values[::every]
+            weights = final.weight.values[::every]
             color = SCHEME_STYLE.get(str(scheme), {}).get("color", "tab:gray")
             ax.scatter(
                 *positions.T, s=2 * weights * particles, alpha=0.4, color=color, linewidths=0
@@ -404,6 +456,10 @@ def plot_guidance_samples(ds):
             ax.set_title(f"{scheme}, γ = {gamma:g}", fontsize=8)
             ax.set_aspect("equal")
             ax.tick_params(labelsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("x₀ [data units]", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("x₁ [data units]", fontsize=8)
     figure.suptitle("gmm-guidance: final samples (area ∝ weight; × component means)")
     return figure
 
