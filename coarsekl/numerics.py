@@ -3,16 +3,29 @@
 Plugins keep a plain-numpy reference for every compiled kernel; tests compare the two.
 The compiled path is the default when numba is installed; set the environment variable
 ``COARSEKL_NUMERICS=reference`` (or use :func:`reference_numerics`) to run the reference.
+
+Compiled kernels release the GIL. :func:`split_rows` lets one large call use the spare
+cores: in the runner's worker threads (the batch is already spread over the cores) it runs
+the work in one piece, elsewhere in up to ``COARSEKL_THREADS`` pieces at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["NUMERICS_ENV", "compiled_enabled", "reference_numerics"]
+__all__ = [
+    "NUMERICS_ENV",
+    "compiled_enabled",
+    "engine_worker",
+    "reference_numerics",
+    "split_rows",
+]
 
 NUMERICS_ENV = "COARSEKL_NUMERICS"
 _forced_reference = False
@@ -44,3 +57,40 @@ def reference_numerics() -> Iterator[None]:
         yield
     finally:
         _forced_reference = previous
+
+
+_worker = threading.local()
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def engine_worker() -> Iterator[None]:
+    """Mark the calling thread as one of the runner's workers: :func:`split_rows` then
+    runs its work in one piece (the other cores are busy with other tiles)."""
+    previous, _worker.active = getattr(_worker, "active", False), True
+    try:
+        yield
+    finally:
+        _worker.active = previous
+
+
+def split_rows(work: Callable[[int, int], None], rows: int, minimum: int = 1 << 16) -> None:
+    """Call ``work(start, stop)`` over ``range(rows)`` cut into pieces of at least
+    ``minimum`` rows, in parallel on the spare cores (``work`` must release the GIL to
+    gain, and write disjoint outputs)."""
+    from coarsekl.runner import default_threads
+
+    pieces = 1 if getattr(_worker, "active", False) else min(default_threads(), rows // minimum)
+    if pieces <= 1:
+        work(0, rows)
+        return
+    bounds = [rows * i // pieces for i in range(pieces + 1)]
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(default_threads(), "coarsekl-numerics")
+        pool = _pool
+    futures = [pool.submit(work, a, b) for a, b in itertools.pairwise(bounds)]
+    for future in futures:
+        future.result()

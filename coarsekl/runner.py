@@ -25,6 +25,7 @@ from coarsekl.errors import ConfigError, PluginContractError
 from coarsekl.interfaces import Kernel, Metric, Projector
 from coarsekl.io import atomic_path, open_trajectory, save_trajectory
 from coarsekl.manager import get_registry
+from coarsekl.numerics import engine_worker
 from coarsekl.problem import Problem, check_image
 from coarsekl.random import MemberRandom, Purpose, generator_for
 from coarsekl.registry import Registry
@@ -296,9 +297,12 @@ class Engine:
             for task in tasks:
                 self._advance_tile(task, index, step, rngs[task])
         else:
-            work = self.pool.map(
-                lambda task: self._advance_tile(task, index, step, rngs[task]), tasks
-            )
+
+            def advance_tile(task: int) -> None:
+                with engine_worker():
+                    self._advance_tile(task, index, step, rngs[task])
+
+            work = self.pool.map(advance_tile, tasks)
             for _ in work:
                 pass
         self.recorder.snapshot(index, self.tiles, self.states)

@@ -58,3 +58,25 @@ def test_threads_from_the_environment_are_checked(monkeypatch, small_config):
         coarsekl.run(small_config())
     monkeypatch.setenv("COARSEKL_THREADS", "1")
     assert coarsekl.run(small_config()).sizes["member"] == 2
+
+
+def test_split_rows_covers_every_row_once_in_pieces(monkeypatch):
+    from coarsekl.numerics import split_rows
+
+    monkeypatch.setenv("COARSEKL_THREADS", "3")
+    seen = []
+    split_rows(lambda a, b: seen.append((a, b)), 10, minimum=3)
+    assert sorted(seen) == [(0, 3), (3, 6), (6, 10)]
+    seen.clear()
+    split_rows(lambda a, b: seen.append((a, b)), 5, minimum=3)  # too few rows to split
+    assert seen == [(0, 5)]
+
+
+def test_split_rows_runs_in_one_piece_inside_an_engine_worker(monkeypatch):
+    from coarsekl.numerics import engine_worker, split_rows
+
+    monkeypatch.setenv("COARSEKL_THREADS", "4")
+    seen = []
+    with engine_worker():
+        split_rows(lambda a, b: seen.append((a, b)), 1000, minimum=10)
+    assert seen == [(0, 1000)]

@@ -24,7 +24,7 @@ import attrs
 import numpy as np
 
 from coarsekl.errors import ConfigError, DataError
-from coarsekl.numerics import compiled_enabled
+from coarsekl.numerics import compiled_enabled, split_rows
 
 __all__ = [
     "COMPILED_MAX_DIM",
@@ -185,7 +185,12 @@ class GaussianMixture:
 
             means, precisions, log_norm = self._terms(alpha_bar)
             labels = np.empty(flat.shape[0], dtype=np.intp)
-            classify_small(flat, means, precisions, log_norm, labels)
+
+            def work(start: int, stop: int) -> None:
+                rows = slice(start, stop)
+                classify_small(flat[rows], means, precisions, log_norm, labels[rows])
+
+            split_rows(work, flat.shape[0])
             return labels.reshape(batch)
         if self.dim <= COMPILED_MAX_DIM:
             return np.argmax(self.log_joint(x, alpha_bar), axis=-1)
@@ -233,7 +238,14 @@ class GaussianMixture:
         score = np.empty_like(flat)
         posteriors = np.empty((flat.shape[0], self.n_components))
         if compiled_enabled():
-            _score_and_posteriors_compiled(flat, means, precisions, log_norm, score, posteriors)
+
+            def work(start: int, stop: int) -> None:
+                rows = slice(start, stop)
+                _score_and_posteriors_compiled(
+                    flat[rows], means, precisions, log_norm, score[rows], posteriors[rows]
+                )
+
+            split_rows(work, flat.shape[0])
         else:
             _score_and_posteriors_numpy(flat, means, precisions, log_norm, score, posteriors)
         return score.reshape(*batch, self.dim), posteriors.reshape(*batch, self.n_components)
