@@ -129,6 +129,11 @@ def coarsekl_metrics():
             summary="energy distance to 2,000 exact samples of q_ᾱ",
         ),
         Component(
+            name="image_block_error",
+            factory=f"{_HERE}.metrics:ImageBlockError",
+            summary="particles as square images: L1 error of their mean 2 × 2 block masses",
+        ),
+        Component(
             name="binned_kl",
             factory=f"{_HERE}.metrics:BinnedKL",
             summary="KL of 16 × 16 histograms against exact cell probabilities (2-D)",
