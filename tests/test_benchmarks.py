@@ -40,3 +40,16 @@ def test_benchmark_smoke_run(script, expected):
     assert result.returncode == 0, result.stderr
     for text in expected:
         assert text in result.stdout, text
+
+
+def test_bench_gmm_smoke_run():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_gmm.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    for text in ["machine:", "Target 1", "Target 2", "particle-steps/s", "whole run per step"]:
+        assert text in result.stdout, text

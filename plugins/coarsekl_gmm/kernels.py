@@ -26,7 +26,7 @@ from coarsekl_gmm.mixture import (
     GaussianMixture,
     SmoothFieldError,
     WeightsError,
-    perturbed_noise_prediction,
+    exact_score_and_posteriors,
 )
 from coarsekl_gmm.noise import SPACINGS, log_snr, schedule_by_name
 from coarsekl_gmm.samplers import ddim_step, ddpm_step, dpmpp_2m_step, x0_from_noise
@@ -133,9 +133,12 @@ class _DiffusionSampler:
             )
         return float(levels[step.index - 1]), float(levels[step.index])
 
-    def noise_prediction(self, x: np.ndarray, alpha_bar: float, problem: Problem) -> np.ndarray:
-        """ε̂(x, ᾱ) = ε* + e(x) − γ √(1 − ᾱ) ∇_x log q_ᾱ(c | x), ``(..., d) -> (..., d)``."""
-        mixture = problem.data
+    def noise_prediction(self, state: Ensemble, alpha_bar: float, problem: Problem) -> np.ndarray:
+        """ε̂(x, ᾱ) = ε* + e(x) − γ √(1 − ᾱ) ∇_x log q_ᾱ(c | x), ``(..., N, d)``.
+
+        When the ensemble already sits at ᾱ, the exact score comes from
+        :func:`exact_score_and_posteriors` (shared with the class partition)."""
+        mixture, x = problem.data, state.positions
         if self.guidance_class not in range(mixture.n_components):
             raise ConfigError(
                 f"guidance_class must name a component 0 … {mixture.n_components - 1}, "
@@ -145,9 +148,21 @@ class _DiffusionSampler:
         if self.model_error is not None:
             spec = self.model_error
             error = problem.memo(("model-error", spec), lambda: spec.build(mixture))
-        prediction = perturbed_noise_prediction(mixture, x, alpha_bar, error)
+        score = None
+        if state.alpha_bar == alpha_bar and (error is None or self.guidance > 0):
+            score, _ = exact_score_and_posteriors(mixture, state)
+        if isinstance(error, WeightsError):  # the wrong mixture's ε*, in one pass
+            prediction = error.wrong.noise_prediction(x, alpha_bar)
+        else:
+            if score is None:
+                score = mixture.score(x, alpha_bar)
+            prediction = -np.sqrt(1 - alpha_bar) * score
+            if error is not None:
+                prediction += error.perturbation(x, alpha_bar)
         if self.guidance > 0:
-            gradient = mixture.class_log_posterior_gradient(x, alpha_bar, self.guidance_class)
+            gradient = mixture.class_log_posterior_gradient(
+                x, alpha_bar, self.guidance_class, score=score
+            )
             prediction -= self.guidance * np.sqrt(1 - alpha_bar) * gradient
         return prediction
 
@@ -196,7 +211,7 @@ class DDPM(_DiffusionSampler):
         now, after = self.levels(step)
         x = state.positions
         noise = None if after == 1.0 else rng.normal((state.particles, state.dim), x.dtype)
-        prediction = self.noise_prediction(x, now, problem)
+        prediction = self.noise_prediction(state, now, problem)
         positions = ddpm_step(x, prediction, now, after, noise)
         return state.replace(positions=positions.astype(x.dtype, copy=False), alpha_bar=after)
 
@@ -222,7 +237,7 @@ class DDIM(_DiffusionSampler):
         x = state.positions
         noisy = self.eta > 0 and after < 1.0
         noise = rng.normal((state.particles, state.dim), x.dtype) if noisy else None
-        prediction = self.noise_prediction(x, now, problem)
+        prediction = self.noise_prediction(state, now, problem)
         positions = ddim_step(x, prediction, now, after, eta=self.eta, z=noise)
         return state.replace(positions=positions.astype(x.dtype, copy=False), alpha_bar=after)
 
@@ -243,7 +258,7 @@ class DPMSolverPP2M(_DiffusionSampler):
         state = self._checked(state)
         now, after = self.levels(step)
         x = state.positions
-        prediction = self.noise_prediction(x, now, problem)
+        prediction = self.noise_prediction(state, now, problem)
         x0 = x0_from_noise(x, prediction, now)
         previous = state.carried.get(PREVIOUS_X0) if step.index > 1 else None
         h_previous = None

@@ -23,6 +23,7 @@ import math
 import attrs
 import numpy as np
 
+from coarsekl.ensemble import Ensemble
 from coarsekl.errors import ConfigError, DataError
 from coarsekl.numerics import compiled_enabled, split_rows
 
@@ -33,6 +34,7 @@ __all__ = [
     "ModelError",
     "SmoothFieldError",
     "WeightsError",
+    "exact_score_and_posteriors",
     "perturbed_noise_prediction",
 ]
 
@@ -268,13 +270,17 @@ class GaussianMixture:
             alpha_bar
         )
 
-    def class_log_posterior_gradient(self, x, alpha_bar: float, c: int) -> np.ndarray:
+    def class_log_posterior_gradient(
+        self, x, alpha_bar: float, c: int, score: np.ndarray | None = None
+    ) -> np.ndarray:
         """(..., d) -> (..., d): ∇_x log q_t(c | x) = g_c − Σ_k r_k g_k with
-        g_k = −S_k^{-1}(x − m_k), exact (the classifier-guidance term)."""
+        g_k = −S_k^{-1}(x − m_k), exact (the classifier-guidance term); ``score`` is
+        ∇ log q_t(x) = Σ_k r_k g_k if already known."""
         if not 0 <= int(c) < self.n_components:
             raise ConfigError(f"class {c} is not one of the {self.n_components} components")
         c = int(c)
-        score = self.score(x, alpha_bar)
+        if score is None:
+            score = self.score(x, alpha_bar)
         means, precisions, _ = self._terms(alpha_bar)
         flat, batch = self._flat(x)
         own = -(flat - means[c]) @ precisions[c]  # S_c symmetric
@@ -458,6 +464,26 @@ class WeightsError:
 
 
 ModelError = BiasError | SmoothFieldError | WeightsError
+SMALLEST_ALPHA_BAR = 1e-12  # posteriors at ᾱ = 0 are the prior; this is that limit
+
+
+def exact_score_and_posteriors(
+    mixture: GaussianMixture, ensemble: Ensemble
+) -> tuple[np.ndarray, np.ndarray]:
+    """The exact score ``(..., N, d)`` and class posteriors ``(..., N, C)`` of an ensemble's
+    positions at its signal level, computed once and kept with the ensemble: the class
+    partition (labels at this step) and the next kernel step (its ε*) share them."""
+    computed: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def both() -> tuple[np.ndarray, np.ndarray]:
+        if not computed:
+            level = max(ensemble.alpha_bar, SMALLEST_ALPHA_BAR)
+            computed.append(mixture.score_and_posteriors(ensemble.positions, level))
+        return computed[0]
+
+    score = ensemble.derived(("exact-score", mixture), lambda: both()[0])
+    posteriors = ensemble.derived(("exact-posteriors", mixture), lambda: both()[1])
+    return score, posteriors
 
 
 def perturbed_noise_prediction(

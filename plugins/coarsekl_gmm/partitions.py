@@ -18,13 +18,17 @@ import numpy as np
 
 from coarsekl.ensemble import Ensemble
 from coarsekl.errors import ConfigError
-from coarsekl_gmm.mixture import GaussianMixture
+from coarsekl_gmm.mixture import (
+    COMPILED_MAX_DIM,
+    SMALLEST_ALPHA_BAR,
+    GaussianMixture,
+    exact_score_and_posteriors,
+)
 from coarsekl_gmm.particles import block_weights
 
 __all__ = ["ClassPartition", "GridPartition"]
 
 REFERENCE_SEED = 20_221_101  # the fixed data sample behind every partition's reference
-SMALLEST_ALPHA_BAR = 1e-12  # posteriors at ᾱ = 0 are the prior; this is that limit
 
 
 def _particles(shape) -> tuple[int]:
@@ -133,6 +137,16 @@ class ClassPartition(_ParticlePartition):
     def n_blocks(self) -> int:
         return self.data.n_components
 
+    def labels(self, ensemble: Ensemble) -> np.ndarray:
+        if self.assign_by != "posterior" or self.data.dim <= COMPILED_MAX_DIM:
+            return super().labels(ensemble)  # small d: the compiled argmax is cheaper
+        # Large d: the argmax of the exact posteriors, whose BLAS products the next kernel
+        # step reuses for its score (one pass over the particles instead of two).
+        return ensemble.derived(
+            ("labels", self),
+            lambda: exact_score_and_posteriors(self.data, ensemble)[1].argmax(axis=-1),
+        )
+
     def assign(self, positions: np.ndarray, alpha_bar: float) -> np.ndarray:
         level = max(float(alpha_bar), SMALLEST_ALPHA_BAR)
         if self.assign_by == "x0" and level < 1.0:
@@ -187,7 +201,7 @@ class GridPartition(_ParticlePartition):
 
     def __attrs_post_init__(self) -> None:
         axes = self.axes if self.axes is not None else tuple(range(len(self.bins)))
-        if len(axes) != len(self.bins) or not all(0 <= a < self.data.dim for a in axes):
+        if len(set(axes)) != len(self.bins) or not all(0 <= a < self.data.dim for a in axes):
             raise ConfigError(
                 f"axes {list(axes)} must name {len(self.bins)} distinct coordinate axes of "
                 f"R^{self.data.dim}"
