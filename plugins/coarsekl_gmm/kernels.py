@@ -88,6 +88,19 @@ def _model_error(value: Mapping[str, Any] | ModelErrorSpec | None) -> ModelError
         for key, item in sorted(value.items())
         if key != "kind"
     )
+    error_class = ModelErrorSpec.KINDS[value["kind"]]
+    fields = {field.alias for field in attrs.fields(error_class) if field.init} - {"true"}
+    required = {
+        field.alias
+        for field in attrs.fields(error_class)
+        if field.init and field.default is attrs.NOTHING
+    } - {"true"}
+    given = {key for key, _ in params}
+    if given - fields or required - given:
+        raise ConfigError(
+            f"model_error kind = {value['kind']!r} takes {', '.join(sorted(fields))} "
+            f"(required: {', '.join(sorted(required))}); got {', '.join(sorted(given)) or 'none'}"
+        )
     return ModelErrorSpec(value["kind"], params)
 
 
@@ -230,6 +243,11 @@ class DDIM(_DiffusionSampler):
     """
 
     eta: float = attrs.field(default=0.0, converter=float)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if not (np.isfinite(self.eta) and self.eta >= 0):
+            raise ConfigError(f"eta must be a finite number ≥ 0, got {self.eta}")
 
     def step(self, state: Ensemble, problem: Problem, step: Step, rng: MemberRandom) -> Ensemble:
         state = self._checked(state)

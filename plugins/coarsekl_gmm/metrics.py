@@ -103,7 +103,7 @@ class ClassEntropy(_Metric):
     def compute(self, state: Ensemble, problem: Problem, step: Step) -> np.ndarray:
         masses = problem.block_masses(state)
         logs = np.log(np.where(masses > 0, masses, 1.0))
-        return -(masses * logs).sum(axis=-1)
+        return np.maximum(-(masses * logs).sum(axis=-1), 0.0)  # rounding: one class ≈ −1e-16
 
 
 def _subsample(positions: np.ndarray, weights: np.ndarray, count: int):

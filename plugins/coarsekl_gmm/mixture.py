@@ -456,6 +456,11 @@ class WeightsError:
     wrong: GaussianMixture = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.weights.shape != self.true.weights.shape:
+            raise ConfigError(
+                f"the wrong-weights model needs one weight per mixture component "
+                f"({self.true.n_components}), got {self.weights.size}"
+            )
         object.__setattr__(self, "wrong", self.true.with_weights(self.weights))
 
     def perturbation(self, x, alpha_bar: float) -> np.ndarray:

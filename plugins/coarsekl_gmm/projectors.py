@@ -89,7 +89,9 @@ class ReweightProjector:
         return self.delta.at(step)
 
     def project(self, state: Ensemble, problem: Problem, step: Step) -> Projection:
-        _, projected, clipped = projected_block_masses(state, problem, self.tolerance(step))
+        masses, projected, clipped = projected_block_masses(state, problem, self.tolerance(step))
+        if np.array_equal(masses, projected):  # inside A_δ already: Π_δ(p) = p exactly
+            return Projection(state, clipped)
         labels = problem.partition.labels(state)
         weights = reweight(state.weights, labels, projected)
         new_state = state.replace(weights=weights)
