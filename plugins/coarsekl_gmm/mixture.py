@@ -200,24 +200,29 @@ class GaussianMixture:
 
     def _classify_whitened(self, flat: np.ndarray, alpha_bar: float) -> np.ndarray:
         """argmax of the log joint for large d: in each component's eigenbasis
-        (x − m_c)·S_c^{-1}(x − m_c) = Σ_k y_k² / s_k with y = U_cᵀ(x − m_c), one BLAS
-        product (chunk, d) @ (d, d) per component."""
+        (x − m_c)·S_c^{-1}(x − m_c) = Σ_k y_k² / s_k with y = U_cᵀ(x − m_c): per chunk one
+        BLAS product (chunk, d) @ (d, C·d) for all components, the squares, and one
+        product with the stacked 1/s."""
         alpha_bar = _check_alpha_bar(alpha_bar)
+        components, dim = self.n_components, self.dim
         spectrum = alpha_bar * self.eigenvalues + (1.0 - alpha_bar)
         with np.errstate(divide="ignore"):
             log_norm = np.log(self.weights) - 0.5 * np.log(spectrum).sum(axis=1)
-        shifts = math.sqrt(alpha_bar) * np.einsum("cd,cdk->ck", self.means, self.eigenvectors)
+        bases = np.ascontiguousarray(self.eigenvectors.transpose(1, 0, 2).reshape(dim, -1))
+        shifts = math.sqrt(alpha_bar) * (self.means[:, None, :] @ self.eigenvectors)
+        shifts = shifts.reshape(-1)  # (C·d,) = √ᾱ U_cᵀ μ_c, stacked
+        inverse = 1.0 / spectrum  # (C, d)
         labels = np.empty(flat.shape[0], dtype=np.intp)
-        rows = 4096  # a chunk's whitened positions stay in the cache
-        joint = np.empty((min(flat.shape[0], rows), self.n_components))
+        rows = 2048  # a chunk's whitened positions (rows × C·d) stay in the cache
+        whitened = np.empty((min(flat.shape[0], rows), components * dim))
         for start in range(0, flat.shape[0], rows):
             stop = min(start + rows, flat.shape[0])
-            block = flat[start:stop]
-            part = joint[: stop - start]
-            for c in range(self.n_components):
-                whitened = block @ self.eigenvectors[c] - shifts[c]
-                part[:, c] = log_norm[c] - 0.5 * (whitened**2 / spectrum[c]).sum(axis=1)
-            labels[start:stop] = part.argmax(axis=1)
+            part = whitened[: stop - start]
+            np.matmul(flat[start:stop], bases, out=part)
+            part -= shifts
+            np.square(part, out=part)
+            quad = np.einsum("ncd,cd->nc", part.reshape(-1, components, dim), inverse)
+            labels[start:stop] = (log_norm - 0.5 * quad).argmax(axis=1)
         return labels
 
     def log_density(self, x, alpha_bar: float = 1.0) -> np.ndarray:
