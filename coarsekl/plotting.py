@@ -20,6 +20,7 @@ __all__ = [
     "plot_particles",
     "plot_snapshots",
     "save_figures",
+    "write_figures",
 ]
 
 SCHEME_STYLE = {
@@ -296,12 +297,18 @@ FIGURES = {
 
 def save_figures(ds, folder: str | Path, stem: str | None = None, dpi: int = 120) -> list[Path]:
     """Draw every standard figure and write ``folder/<stem>_<figure>.png`` atomically."""
+    return write_figures(FIGURES, ds, folder, stem or ds.attrs.get("experiment", "trajectory"), dpi)
+
+
+def write_figures(figures: dict, ds, folder: str | Path, stem: str, dpi: int = 120) -> list[Path]:
+    """``figures`` maps a name to a function ``dataset -> Figure``; each is written to
+    ``folder/<stem>_<name>.png`` atomically (scripted experiments use it for their own
+    figures). Returns the paths."""
     from coarsekl.io import atomic_path, prepare_output_dir
 
     folder = prepare_output_dir(folder)
-    stem = stem or ds.attrs.get("experiment", "trajectory")
     written = []
-    for name, draw in FIGURES.items():
+    for name, draw in figures.items():
         path = folder / f"{stem}_{name}.png"
         with atomic_path(path) as temporary:
             draw(ds).savefig(temporary, format="png", dpi=dpi)

@@ -19,12 +19,12 @@ SMALL = {
 }
 
 
-@pytest.fixture
-def small_config():
-    """A small, fast experiment mapping (32 × 32, 4 × 4 blocks, 6 steps, 2 members)."""
+def config_maker(base: dict):
+    """``make(**changes)``: a copy of the mapping ``base`` with changes; keys name nested
+    tables with ``__`` (``kernel__beta=0.1``), and the value None removes a key."""
 
     def make(**changes):
-        mapping = copy.deepcopy(SMALL)
+        mapping = copy.deepcopy(base)
         for dotted, value in changes.items():
             *tables, key = dotted.split("__")
             target = mapping
@@ -37,6 +37,12 @@ def small_config():
         return mapping
 
     return make
+
+
+@pytest.fixture
+def small_config():
+    """A small, fast experiment mapping (32 × 32, 4 × 4 blocks, 6 steps, 2 members)."""
+    return config_maker(SMALL)
 
 
 @pytest.fixture(params=["compiled", "reference"])

@@ -28,7 +28,7 @@ import attrs
 import numpy as np
 
 from coarsekl.errors import ConfigError
-from coarsekl.io import atomic_path, save_trajectory
+from coarsekl.io import save_trajectory
 
 __all__ = [
     "DEFAULT_SETTINGS",
@@ -441,10 +441,6 @@ def run_theorems(
 def save_figures(ds, folder: str | Path, stem: str = NAME, *, dpi: int = 120) -> list[Path]:
     """Draw the three figures of a ``theorems`` dataset into ``folder`` as
     ``<stem>_<figure>.png`` (atomically); what ``coarsekl plot theorems.nc`` calls."""
-    written = []
-    for name, draw in FIGURES.items():
-        path = Path(folder) / f"{stem}_{name}.png"
-        with atomic_path(path) as temporary:
-            draw(ds).savefig(temporary, format="png", dpi=dpi)
-        written.append(path)
-    return written
+    from coarsekl.plotting import write_figures
+
+    return write_figures(FIGURES, ds, folder, stem, dpi)

@@ -21,7 +21,8 @@ import numpy as np
 
 import coarsekl
 from coarsekl.errors import CoarseklWarning
-from coarsekl.io import atomic_path, save_trajectory
+from coarsekl.io import save_trajectory
+from coarsekl.plotting import write_figures
 
 __all__ = [
     "GuidanceSettings",
@@ -197,20 +198,18 @@ def sampler_study(settings: SamplerSettings | None = None, progress: bool = Fals
     )
 
 
-def _save(figures: dict, ds, folder: str | Path, stem: str, dpi: int) -> list[Path]:
-    written = []
-    for name, draw in figures.items():
-        path = Path(folder) / f"{stem}_{name}.png"
-        with atomic_path(path) as temporary:
-            draw(ds).savefig(temporary, format="png", dpi=dpi)
-        written.append(path)
-    return written
-
-
 def _figure(width: float, height: float):
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
+
+
+def _label_plane(axes) -> None:
+    """Axis labels of a grid of panels in the (x₀, x₁) plane: bottom row and left column."""
+    for ax in axes[-1]:
+        ax.set_xlabel("x₀ [data units]", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("x₁ [data units]", fontsize=8)
 
 
 def plot_sampler_distances(ds):
@@ -280,10 +279,7 @@ def plot_sampler_samples(ds):
             ax.set_title(f"{LABELS[sampler]}, {count} steps", fontsize=8)
             ax.set_aspect("equal")
             ax.tick_params(labelsize=7)
-    for ax in axes[-1]:
-        ax.set_xlabel("x₀ [data units]", fontsize=8)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("x₁ [data units]", fontsize=8)
+    _label_plane(axes)
     figure.suptitle("gmm-samplers: final samples (× component means)")
     return figure
 
@@ -293,7 +289,7 @@ SAMPLER_FIGURES = {"distances": plot_sampler_distances, "samples": plot_sampler_
 
 def save_sampler_figures(ds, folder: str | Path, stem: str = "gmm-samplers", *, dpi=120):
     """The figures of a ``gmm-samplers`` dataset (what ``coarsekl plot`` calls)."""
-    return _save(SAMPLER_FIGURES, ds, folder, stem, dpi)
+    return write_figures(SAMPLER_FIGURES, ds, folder, stem, dpi)
 
 
 def run_samplers(
@@ -456,10 +452,7 @@ def plot_guidance_samples(ds):
             ax.set_title(f"{scheme}, γ = {gamma:g}", fontsize=8)
             ax.set_aspect("equal")
             ax.tick_params(labelsize=7)
-    for ax in axes[-1]:
-        ax.set_xlabel("x₀ [data units]", fontsize=8)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("x₁ [data units]", fontsize=8)
+    _label_plane(axes)
     figure.suptitle("gmm-guidance: final samples (area ∝ weight; × component means)")
     return figure
 
@@ -469,7 +462,7 @@ GUIDANCE_FIGURES = {"strength": plot_guidance, "samples": plot_guidance_samples}
 
 def save_guidance_figures(ds, folder: str | Path, stem: str = "gmm-guidance", *, dpi=120):
     """The figures of a ``gmm-guidance`` dataset (what ``coarsekl plot`` calls)."""
-    return _save(GUIDANCE_FIGURES, ds, folder, stem, dpi)
+    return write_figures(GUIDANCE_FIGURES, ds, folder, stem, dpi)
 
 
 def run_guidance(

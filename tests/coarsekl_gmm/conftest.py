@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-import copy
-
 import pytest
+from tests.conftest import config_maker
 
 RING = {
     "name": "ring-small",
@@ -28,17 +27,4 @@ def ring_config():
     """A small particle experiment: 8-component ring, DDIM with a wrong-weights model,
     2 members × 2,000 particles, 8 steps; ``ring_config(**{"kernel__kind": "ddpm"})``."""
 
-    def make(**changes):
-        mapping = copy.deepcopy(RING)
-        for dotted, value in changes.items():
-            *tables, key = dotted.split("__")
-            target = mapping
-            for table in tables:
-                target = target.setdefault(table, {})
-            if value is None:
-                target.pop(key, None)
-            else:
-                target[key] = value
-        return mapping
-
-    return make
+    return config_maker(RING)
