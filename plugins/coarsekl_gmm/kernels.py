@@ -131,10 +131,35 @@ class _DiffusionSampler:
     guidance_class: int = 0
 
     def __attrs_post_init__(self) -> None:
-        if self.t_max is not None and not self.t_min < self.t_max:
-            raise ConfigError(f"t_min must be below t_max, got {self.t_min} ≥ {self.t_max}")
+        largest = schedule_by_name(self.schedule).t_max
+        if self.t_max is not None and self.t_max > largest:
+            raise ConfigError(
+                f"t_max = {self.t_max} lies beyond the {self.schedule!r} schedule's largest "
+                f"usable time {largest:.6g}; leave t_max out to start there"
+            )
+        if not self.t_min < (largest if self.t_max is None else self.t_max):
+            raise ConfigError(f"t_min must be below t_max, got t_min = {self.t_min}")
         if not (np.isfinite(self.guidance) and self.guidance >= 0):
             raise ConfigError(f"guidance must be a finite number ≥ 0, got {self.guidance}")
+        if isinstance(self.guidance_class, bool) or not isinstance(self.guidance_class, int):
+            raise ConfigError(
+                f"guidance_class must be a component index, got {self.guidance_class!r}"
+            )
+
+    def start(self, state: Any, step: Step) -> tuple[Ensemble, float, float]:
+        """The checked ensemble and (ᾱ before, ᾱ after) this step. The ensemble must sit
+        at the level the step starts from (pure noise, ᾱ = 0, is accepted for a start
+        at ᾱ ≤ 1e-3)."""
+        state = self._checked(state)
+        now, after = self.levels(step)
+        if abs(state.alpha_bar - now) > (1e-3 if state.alpha_bar == 0 else 1e-9 * max(now, 1e-3)):
+            raise ConfigError(
+                f"the particles are at signal level ᾱ = {state.alpha_bar:.6g}, but step "
+                f"{step.index} of the {type(self).__name__} kernel starts from ᾱ = {now:.6g}; "
+                f'start them there ([initial] kind = "noise", schedule = '
+                f'"{self.schedule}" when t_max is the schedule\'s, else alpha_bar = {now:.6g})'
+            )
+        return state, now, after
 
     def levels(self, step: Step) -> tuple[float, float]:
         """(ᾱ before, ᾱ after) reverse step ``step``."""
@@ -220,8 +245,7 @@ class DDPM(_DiffusionSampler):
     """
 
     def step(self, state: Ensemble, problem: Problem, step: Step, rng: MemberRandom) -> Ensemble:
-        state = self._checked(state)
-        now, after = self.levels(step)
+        state, now, after = self.start(state, step)
         x = state.positions
         noise = None if after == 1.0 else rng.normal((state.particles, state.dim), x.dtype)
         prediction = self.noise_prediction(state, now, problem)
@@ -237,7 +261,7 @@ class DDIM(_DiffusionSampler):
     Parameters
     ----------
     eta
-        η ≥ 0, the fraction of DDPM's noise injected per step. Units: 1.
+        η in [0, 1], the fraction of DDPM's noise injected per step. Units: 1.
     schedule, t_max, t_min, spacing, model_error, guidance, guidance_class
         As for ``ddpm``.
     """
@@ -246,12 +270,11 @@ class DDIM(_DiffusionSampler):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        if not (np.isfinite(self.eta) and self.eta >= 0):
-            raise ConfigError(f"eta must be a finite number ≥ 0, got {self.eta}")
+        if not 0 <= self.eta <= 1:  # Song et al.'s range: η = 1 is DDPM's variance
+            raise ConfigError(f"eta must lie in [0, 1], got {self.eta}")
 
     def step(self, state: Ensemble, problem: Problem, step: Step, rng: MemberRandom) -> Ensemble:
-        state = self._checked(state)
-        now, after = self.levels(step)
+        state, now, after = self.start(state, step)
         x = state.positions
         noisy = self.eta > 0 and after < 1.0
         noise = rng.normal((state.particles, state.dim), x.dtype) if noisy else None
@@ -273,8 +296,7 @@ class DPMSolverPP2M(_DiffusionSampler):
     """
 
     def step(self, state: Ensemble, problem: Problem, step: Step, rng: MemberRandom) -> Ensemble:
-        state = self._checked(state)
-        now, after = self.levels(step)
+        state, now, after = self.start(state, step)
         x = state.positions
         prediction = self.noise_prediction(state, now, problem)
         x0 = x0_from_noise(x, prediction, now)

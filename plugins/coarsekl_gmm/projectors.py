@@ -33,11 +33,18 @@ __all__ = ["ResampleProjector", "ReweightProjector", "projected_block_masses"]
 
 
 def projected_block_masses(
-    ensemble: Ensemble, problem: Problem, delta: float
+    ensemble: Ensemble, problem: Problem, delta: float, margin: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(masses w, projected masses w*, clipped), each ``(..., K)``, for an ensemble batch."""
+    """(masses w, projected masses w*, clipped), each ``(..., K)``, for an ensemble batch.
+
+    ``margin`` (a mass) narrows every interval [a_j, b_j] by that much on each side, but
+    never past the reference w^ref_j (so the set stays non-empty)."""
     masses = problem.block_masses(ensemble)
     lower, upper = problem.bounds(delta, ensemble)
+    if margin > 0:
+        reference = problem.reference_for(ensemble)
+        lower = np.minimum(lower + margin, np.maximum(lower, reference))
+        upper = np.maximum(upper - margin, np.minimum(upper, reference))
     empty = masses <= 0
     if empty.any():  # no particle can carry mass into an empty block
         lower, upper = _reachable_bounds(empty, lower, upper, delta)
@@ -102,8 +109,12 @@ class ReweightProjector:
 @attrs.frozen(kw_only=True)
 class ResampleProjector:
     """Sample-based V_δ projection by systematic resampling within blocks: block j gets
-    ≈ N w*_j particles (within one of it), drawn from its own particles in proportion to
-    their weights; all weights become 1/N, positions are kept (duplicated or dropped).
+    ⌊N w*_j⌋ or ⌈N w*_j⌉ particles, drawn from its own particles in proportion to their
+    weights; all weights become 1/N, positions are kept (duplicated or dropped).
+
+    Particle counts are whole numbers, so w* is the projection onto A_δ with every
+    interval narrowed by 1/N (not past the reference): the resampled masses then lie
+    within δ whenever δ ≥ 1/N in mass units.
 
     Parameters
     ----------
@@ -121,7 +132,9 @@ class ResampleProjector:
     def project(
         self, state: Ensemble, problem: Problem, step: Step, rng: MemberRandom
     ) -> Projection:
-        _, projected, clipped = projected_block_masses(state, problem, self.tolerance(step))
+        _, projected, clipped = projected_block_masses(
+            state, problem, self.tolerance(step), margin=1.0 / state.particles
+        )
         labels = problem.partition.labels(state)
         uniforms = np.broadcast_to(rng.uniform(()), state.shape[:-1])
         indices = resample_within_blocks(state.weights, labels, projected, uniforms)

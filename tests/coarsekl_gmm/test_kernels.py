@@ -365,3 +365,25 @@ def test_bad_kernel_parameters_are_config_errors(kind, changes, message):
 
 def test_kernels_are_not_block_preserving():
     assert not any(kernel.block_preserving for kernel in KERNELS.values())
+
+
+def test_particles_that_start_at_another_noise_level_are_refused(ring_config):
+    import coarsekl
+
+    config = ring_config(kernel={"kind": "ddim", "t_max": 0.5})  # starts at ᾱ ≈ 0.53
+    with pytest.raises(ConfigError, match="starts from ᾱ"):
+        coarsekl.run(config)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"eta": 1.5}, "eta must lie in"),
+        ({"eta": -0.1}, "eta must lie in"),
+        ({"t_max": 1.0}, "largest usable time"),
+        ({"guidance_class": True}, "guidance_class"),
+    ],
+)
+def test_sampler_parameters_are_checked_when_built(params, message):
+    with pytest.raises(ConfigError, match=message):
+        DDIM(**params)
