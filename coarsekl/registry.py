@@ -14,7 +14,13 @@ import attrs
 
 from coarsekl.errors import ConfigError, PluginError, did_you_mean
 
-__all__ = ["KINDS", "Component", "Experiment", "Provider", "Registry"]
+__all__ = ["KINDS", "STATE_KINDS", "Component", "Experiment", "Provider", "Registry"]
+
+STATE_KINDS = ("array", "ensemble")
+STATE_NAMES = {
+    "array": "arrays over sites (images, distributions over chain states)",
+    "ensemble": "weighted particle ensembles",
+}
 
 # kind -> (hook name, table name in a config)
 KINDS: dict[str, tuple[str, str]] = {
@@ -39,12 +45,21 @@ class Component:
 
     ``factory`` builds it from the config table's parameters (keyword arguments); it may
     be a callable or a ``"module:attribute"`` string imported only when the component is
-    used, which keeps ``coarsekl plugins`` fast.
+    used, which keeps ``coarsekl plugins`` fast. ``states`` names the kinds of state the
+    component works on: ``"array"`` (distributions over sites: images, chains) and/or
+    ``"ensemble"`` (weighted particle ensembles); a run refuses a component for another
+    kind with a clear error, before building it.
     """
 
     name: str = attrs.field(validator=_non_empty_str)
     factory: Callable[..., Any] | str
     summary: str = attrs.field(validator=_non_empty_str)
+    states: tuple[str, ...] = attrs.field(default=STATE_KINDS, converter=tuple)
+
+    @states.validator
+    def _known_states(self, attribute, value) -> None:
+        if not value or set(value) - set(STATE_KINDS):
+            raise TypeError(f"states must name some of {list(STATE_KINDS)}, got {value!r}")
 
     def load_factory(self) -> Callable[..., Any]:
         if callable(self.factory):

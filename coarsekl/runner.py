@@ -28,7 +28,7 @@ from coarsekl.manager import get_registry
 from coarsekl.numerics import engine_worker
 from coarsekl.problem import Problem, check_image
 from coarsekl.random import MemberRandom, Purpose, generator_for
-from coarsekl.registry import Registry
+from coarsekl.registry import STATE_KINDS, STATE_NAMES, Registry
 from coarsekl.schedules import Step
 from coarsekl.states import (
     DistributionStates,
@@ -86,10 +86,20 @@ def build_experiment(config: ExperimentConfig, registry: Registry) -> BuiltExper
     def build(kind: str, component, **context):
         registered = registry.lookup(kind, component.kind)
         providers[f"{kind} {component.kind}"] = str(registered.provider)
+        supported = getattr(registered.component, "states", STATE_KINDS)
+        if state_kind is not None and state_kind not in supported:
+            raise ConfigError(
+                f"{kind} {component.kind!r} works on {STATE_NAMES[supported[0]]}, but this "
+                f"run's states are {STATE_NAMES[state_kind]} (set by [data] "
+                f"{config.data.kind!r}); choose a {kind} for them (coarsekl plugins lists all)"
+            )
         return registry.build(kind, component.kind, component.params, **context)
+
+    state_kind = None  # the data decides it
 
     data_source = build("data", config.data)
     data, site_shape = _data(data_source, config)
+    state_kind = "array" if isinstance(data, np.ndarray) else "ensemble"
     partition = build("partition", config.partition, shape=site_shape, data=data)
     quantity = build("quantity", config.quantity)
     problem = Problem(partition=partition, quantity=quantity, data=data)

@@ -15,11 +15,13 @@ def coarsekl_partitions():
             name="blocks",
             factory=f"{_HERE}.partitions:BlockGrid",
             summary="H × W grid cut into blocks = [rows, cols] equal rectangles",
+            states=("array",),
         ),
         Component(
             name="labels",
             factory=f"{_HERE}.partitions:LabelMap",
             summary="arbitrary regions from an integer label map (labels = array or path = .npy)",
+            states=("array",),
         ),
     ]
 
@@ -36,6 +38,7 @@ def coarsekl_coarse_quantities():
             name="block-mean",
             factory=f"{_HERE}.quantities:BlockMean",
             summary="block mean intensity w_j Σx_data / |Ω_j| (δ is an intensity)",
+            states=("array",),
         ),
     ]
 
@@ -47,6 +50,7 @@ def coarsekl_projectors():
             name="vdelta",
             factory=f"{_HERE}.vdelta:VDeltaProjector",
             summary="exact KL projection onto |w_j − w^ref_j| ≤ δ (scaling and clipping)",
+            states=("array",),
         ),
         Component(
             name="identity",
@@ -63,6 +67,7 @@ def coarsekl_metrics():
             name="V",
             factory=f"{_HERE}.metrics:WithinBlockV",
             summary="within-block non-uniformity Σ_j w_j D(p(·|j) ‖ uniform)",
+            states=("array",),
         ),
         Component(
             name="V_delta",
@@ -78,10 +83,12 @@ def coarsekl_metrics():
             name="mse",
             factory=f"{_HERE}.metrics:MeanSquaredError",
             summary="pixel mean squared error to the data image (data units²)",
+            states=("array",),
         ),
         Component(
             name="block_variance",
             factory=f"{_HERE}.metrics:BlockVariance",
             summary="intensity variance inside each block (per block)",
+            states=("array",),
         ),
     ]

@@ -15,6 +15,7 @@ def coarsekl_partitions():
             name="label-vector",
             factory=f"{_HERE}.partitions:LabelVector",
             summary="n chain states cut by labels (or sizes); reference π_j, uniform by default",
+            states=("array",),
         ),
     ]
 
@@ -26,16 +27,19 @@ def coarsekl_kernels():
             name="matrix",
             factory=f"{_HERE}.kernels:TransitionMatrix",
             summary="p' = p P, one row-stochastic matrix (dense or .npz sparse), leakage ε",
+            states=("array",),
         ),
         Component(
             name="matrix-sequence",
             factory=f"{_HERE}.kernels:MatrixSequence",
             summary="p' = p P_k with a time-dependent sequence of matrices, leakage ε",
+            states=("array",),
         ),
         Component(
             name="random-block",
             factory=f"{_HERE}.kernels:RandomBlockKernel",
             summary="random block-diagonal P per step and member (3 families), leakage ε",
+            states=("array",),
         ),
     ]
 
@@ -47,6 +51,7 @@ def coarsekl_metrics():
             name="V_pi",
             factory=f"{_HERE}.metrics:WithinBlockReferenceV",
             summary="within-block KL to the partition's reference π_j, Σ_j w_j D(p(·|j) ‖ π_j)",
+            states=("array",),
         ),
     ]
 
@@ -69,16 +74,19 @@ def coarsekl_initial_states():
             name="vector",
             factory=f"{_HERE}.data:VectorInitial",
             summary="given distributions over n states (one, or one per member)",
+            states=("array",),
         ),
         Component(
             name="dirichlet",
             factory=f"{_HERE}.data:DirichletInitial",
             summary="random Dirichlet distributions (block masses random or the reference)",
+            states=("array",),
         ),
         Component(
             name="equilibrium",
             factory=f"{_HERE}.data:EquilibriumInitial",
             summary="Σ_j w^ref_j π_j: reference masses, reference within-block shape",
+            states=("array",),
         ),
     ]
 

@@ -5,7 +5,7 @@
 data, and for the two deterministic samplers the error against a fine-step solution from
 the same initial noise (which removes the Monte Carlo noise and shows the order).
 
-``gmm-guidance``: classifier guidance toward class 0 at strengths γ = 0 … 8, without and
+``gmm-guidance``: classifier guidance toward class 0 at strengths γ = 0 … 1, without and
 with the V_δ projection of the class masses: guidance shifts the class proportions and
 lowers the diversity; the projection keeps the proportions within δ.
 """

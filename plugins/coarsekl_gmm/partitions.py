@@ -28,6 +28,7 @@ from coarsekl_gmm.particles import block_weights
 
 __all__ = ["ClassPartition", "GridPartition"]
 
+MAX_CELLS = 1 << 16  # blocks of a grid partition (block masses are dense (..., K) arrays)
 REFERENCE_SEED = 20_221_101  # the fixed data sample behind every partition's reference
 
 
@@ -200,6 +201,16 @@ class GridPartition(_ParticlePartition):
     _edges: list[np.ndarray] = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.axes is None and self.data.dim != len(self.bins):
+            raise ConfigError(
+                f"the data is {self.data.dim}-D and bins has {len(self.bins)} entries: say "
+                "which coordinate axes the grid cuts with axes = [...]"
+            )
+        if math.prod(self.bins) > MAX_CELLS:
+            raise ConfigError(
+                f"a grid of {math.prod(self.bins):,} cells is more than {MAX_CELLS:,}; "
+                "use fewer bins"
+            )
         axes = self.axes if self.axes is not None else tuple(range(len(self.bins)))
         if len(set(axes)) != len(self.bins) or not all(0 <= a < self.data.dim for a in axes):
             raise ConfigError(

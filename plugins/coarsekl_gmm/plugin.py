@@ -38,6 +38,7 @@ def coarsekl_initial_states():
             name="noise",
             factory=f"{_HERE}.data:NoiseInitial",
             summary="particles from N(0, I) (or the noised data q_ᾱ), equal weights",
+            states=("ensemble",),
         ),
     ]
 
@@ -49,11 +50,13 @@ def coarsekl_partitions():
             name="class",
             factory=f"{_HERE}.partitions:ClassPartition",
             summary="particles by mixture class: posterior argmax at ᾱ, or the class of x̂_0",
+            states=("ensemble",),
         ),
         Component(
             name="grid",
             factory=f"{_HERE}.partitions:GridPartition",
             summary="particles by the cell of a regular grid over some axes of R^d",
+            states=("ensemble",),
         ),
     ]
 
@@ -65,16 +68,19 @@ def coarsekl_kernels():
             name="ddpm",
             factory=f"{_HERE}.kernels:DDPM",
             summary="DDPM ancestral sampling (Ho et al. 2020), exact mixture score",
+            states=("ensemble",),
         ),
         Component(
             name="ddim",
             factory=f"{_HERE}.kernels:DDIM",
             summary="DDIM, η = 0 deterministic or η > 0 (Song et al. 2021), exact score",
+            states=("ensemble",),
         ),
         Component(
             name="dpmpp-2m",
             factory=f"{_HERE}.kernels:DPMSolverPP2M",
             summary="DPM-Solver++(2M), second-order multistep (Lu et al. 2022), exact score",
+            states=("ensemble",),
         ),
     ]
 
@@ -86,11 +92,13 @@ def coarsekl_projectors():
             name="reweight",
             factory=f"{_HERE}.projectors:ReweightProjector",
             summary="sample-based V_δ projection: weights in block j times w*_j / w_j",
+            states=("ensemble",),
         ),
         Component(
             name="resample",
             factory=f"{_HERE}.projectors:ResampleProjector",
             summary="sample-based V_δ projection: systematic resampling within blocks",
+            states=("ensemble",),
         ),
     ]
 
@@ -102,41 +110,49 @@ def coarsekl_metrics():
             name="ess",
             factory=f"{_HERE}.metrics:EffectiveSampleSize",
             summary="effective sample size 1/Σw² of a particle ensemble",
+            states=("ensemble",),
         ),
         Component(
             name="posterior_entropy",
             factory=f"{_HERE}.metrics:PosteriorEntropy",
             summary="weighted mean entropy of the exact class posterior q_ᾱ(c | x)",
+            states=("ensemble",),
         ),
         Component(
             name="class_entropy",
             factory=f"{_HERE}.metrics:ClassEntropy",
             summary="entropy H(w) of the block (class) masses: class diversity",
+            states=("ensemble",),
         ),
         Component(
             name="mean_error",
             factory=f"{_HERE}.metrics:MeanError",
             summary="distance of the ensemble's weighted mean from the exact mean of q_ᾱ",
+            states=("ensemble",),
         ),
         Component(
             name="sliced_wasserstein",
             factory=f"{_HERE}.metrics:SlicedWasserstein",
             summary="sliced Wasserstein-2 distance to the exact q_ᾱ (32 directions)",
+            states=("ensemble",),
         ),
         Component(
             name="energy_distance",
             factory=f"{_HERE}.metrics:EnergyDistance",
             summary="energy distance to 2,000 exact samples of q_ᾱ",
+            states=("ensemble",),
         ),
         Component(
             name="image_block_error",
             factory=f"{_HERE}.metrics:ImageBlockError",
             summary="particles as square images: L1 error of their mean 2 × 2 block masses",
+            states=("ensemble",),
         ),
         Component(
             name="binned_kl",
             factory=f"{_HERE}.metrics:BinnedKL",
             summary="KL of 16 × 16 histograms against exact cell probabilities (2-D)",
+            states=("ensemble",),
         ),
     ]
 

@@ -295,3 +295,14 @@ def test_bad_class_parameters_are_config_errors(changes, message):
 def test_reference_masses_need_mixture_data():
     with pytest.raises(ConfigError, match="Gaussian-mixture"):
         class_partition().reference_masses(np.ones((8, 8)))
+
+
+def test_a_grid_on_high_dimensional_data_must_name_its_axes_and_stay_small():
+    from coarsekl_gmm.data import MixtureData
+
+    data = MixtureData(weights=[1, 1], means=[[0.0] * 5, [1.0] * 5], std=1.0).distribution(None)
+    with pytest.raises(ConfigError, match="axes = "):
+        GridPartition(shape=(10,), data=data, bins=[2, 2])
+    with pytest.raises(ConfigError, match="cells is more than"):
+        GridPartition(shape=(10,), data=data, bins=[1000, 1000], axes=[0, 1])
+    assert GridPartition(shape=(10,), data=data, bins=[2, 2], axes=[3, 4]).n_blocks == 4

@@ -7,7 +7,7 @@ import pytest
 from tests.plugins import contract_breakers
 
 import coarsekl
-from coarsekl.errors import ConfigError, DataError, PluginContractError
+from coarsekl.errors import ConfigError, PluginContractError
 
 
 @pytest.fixture(scope="module")
@@ -139,13 +139,8 @@ def test_particles_with_an_image_are_refused(small_config):
         coarsekl.run({**small_config(), "particles": 100})
 
 
-def test_an_image_partition_on_a_distribution_is_refused(ring_config):
-    with pytest.raises((ConfigError, DataError), match="partition"):
-        coarsekl.run(ring_config(partition={"kind": "blocks", "blocks": [2, 2]}))
-
-
 def test_a_particle_kernel_on_an_image_is_refused(small_config):
-    with pytest.raises(ConfigError, match="moves particle ensembles"):
+    with pytest.raises(ConfigError, match="kernel .ddim. works on weighted particle ensembles"):
         coarsekl.run(small_config(kernel={"kind": "ddim"}))
 
 
@@ -153,3 +148,33 @@ def test_default_metrics_of_a_particle_run(ring_config):
     ds = coarsekl.run(ring_config(record=None, steps=2))
     assert {"E_block", "V_delta"} <= set(ds.data_vars)
     assert "V" not in ds and "mse" not in ds
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"record__metrics": ["E_block", "V"]}, "metric 'V' works on arrays over sites"),
+        ({"projector": {"kind": "vdelta", "delta": 0.01}}, "projector 'vdelta' works on arrays"),
+        ({"quantity": "block-mean"}, "quantity 'block-mean' works on arrays"),
+        ({"partition": {"kind": "blocks", "blocks": [2, 2]}}, "partition 'blocks' works on"),
+        ({"kernel": {"kind": "block-blur", "sigma": 1.0}}, "kernel 'block-blur' works on"),
+    ],
+)
+def test_image_components_in_a_particle_run_are_named(ring_config, change, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        coarsekl.run(ring_config(**change))
+    assert "weighted particle ensembles" in str(error.value)
+
+
+def test_particle_components_in_an_image_run_are_named(small_config):
+    with pytest.raises(ConfigError, match="metric 'ess' works on weighted particle ensembles"):
+        coarsekl.run(small_config(record__metrics=["ess"]))
+
+
+def test_a_one_dimensional_mixture_runs_and_draws(ring_config, tmp_path):
+    from coarsekl.plotting import save_figures
+
+    data = {"kind": "gaussian-mixture", "weights": [1, 2], "means": [[-2.0], [2.0]], "std": 0.5}
+    ds = coarsekl.run(ring_config(data=data, kernel__model_error=None))
+    assert ds.sizes["dim"] == 1 and ds.sizes["block"] == 2
+    assert all(path.is_file() for path in save_figures(ds, tmp_path))
