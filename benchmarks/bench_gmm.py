@@ -23,6 +23,7 @@ import statistics
 import time
 
 import numpy as np
+from bench_core import median_time  # this folder is the script's sys.path[0]
 
 import coarsekl
 from coarsekl.numerics import compiled_enabled
@@ -36,15 +37,6 @@ from coarsekl_gmm.samplers import ddim_step
 RING_TARGET = 10_000_000  # particle-steps per second
 DIGITS_TARGET = 250_000
 DELTA = 0.01
-
-
-def median_time(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def gmm_config(
