@@ -81,14 +81,6 @@ class Ensemble:
         """d, the dimension of the space the particles live in."""
         return self.positions.shape[-1]
 
-    @property
-    def nbytes(self) -> int:
-        return (
-            self.positions.nbytes
-            + self.weights.nbytes
-            + sum(array.nbytes for array in self.carried.values())
-        )
-
     def __getitem__(self, index: Any) -> Ensemble:
         """Index the batch axes (an int, slice, None or a tuple of them)."""
         indexed = Ensemble(
@@ -121,15 +113,6 @@ class Ensemble:
             value.flags.writeable = False
             value = self._derived.setdefault(key, value)
         return value
-
-    def copy(self) -> Ensemble:
-        """An ensemble with its own copies of every array."""
-        return Ensemble(
-            self.positions.copy(),
-            self.weights.copy(),
-            self.alpha_bar,
-            {name: array.copy() for name, array in self.carried.items()},
-        )
 
     def broadcast_to(self, batch: tuple[int, ...]) -> Ensemble:
         """Repeat the ensemble over new leading batch axes ``batch`` (new arrays)."""

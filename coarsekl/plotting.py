@@ -128,14 +128,14 @@ def plot_particles(ds, member: int = 0, shown: int = 5000):
                 ax.set_yticks([])
                 ax.set_title(title, fontsize=9)
                 continue
-            every = -(-particles // shown)  # strided: resampled particles come block by block
-            weights = chosen.weight.values[::every]
             if dim == 1:  # a weighted histogram of the positions
                 ax.hist(positions[:, 0], bins=60, weights=chosen.weight.values, color="0.4")
                 ax.set_title(title, fontsize=9)
                 ax.set_xlabel("x [data units]", fontsize=8)
                 ax.set_ylabel("weight per bin", fontsize=8)
                 continue
+            every = -(-particles // shown)  # strided: resampled particles come block by block
+            weights = chosen.weight.values[::every]
             ax.scatter(
                 positions[::every, 0],
                 positions[::every, 1],

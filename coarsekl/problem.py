@@ -13,9 +13,15 @@ import numpy as np
 from coarsekl.errors import DataError, InfeasibleTargetError
 from coarsekl.interfaces import CoarseQuantity, Partition
 
-__all__ = ["Problem", "check_image"]
+__all__ = ["Problem", "check_image", "is_distribution"]
 
 RECENT_MASSES = 8  # block masses remembered per thread (arrays of the current step)
+
+
+def is_distribution(data: Any) -> bool:
+    """True when ``data`` is a distribution to sample particles from, not an image (an
+    array of intensities): what makes a run's states particle ensembles."""
+    return not isinstance(data, np.ndarray | list | tuple)
 
 
 def check_image(image: np.ndarray, what: str, site_shape: tuple[int, ...] | None = None):
@@ -67,9 +73,10 @@ class Problem:
     _recent_masses: threading.local = attrs.field(init=False, factory=threading.local, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        fixed = self.quantity.reference is not None  # then no default reference is needed
         if self.is_distribution:
             data, total, data_state = self.data, 1.0, None
-            reference = self._distribution_reference()
+            reference = None if fixed else self._distribution_reference()
         else:
             data = check_image(self.data, "the data image", self.partition.site_shape)
             if data.shape != tuple(self.partition.site_shape):
@@ -79,9 +86,9 @@ class Problem:
                 )
             total = float(data.sum())
             data_state = data / total
-            reference = self.partition.block_sums(data_state)
+            reference = None if fixed else self.partition.block_sums(data_state)
         scale = np.asarray(self.quantity.scale(self.partition, total), dtype=np.float64)
-        if self.quantity.reference is not None:
+        if fixed:
             values = np.asarray(self.quantity.reference, dtype=np.float64)
             if values.shape != (self.partition.n_blocks,):
                 raise DataError(
@@ -100,7 +107,7 @@ class Problem:
     @property
     def is_distribution(self) -> bool:
         """True when the data is a distribution (particle ensembles), not an image."""
-        return not isinstance(self.data, np.ndarray | list | tuple)
+        return is_distribution(self.data)
 
     def _distribution_reference(self, alpha_bar: float = 1.0) -> np.ndarray:
         compute = getattr(self.partition, "reference_masses", None)

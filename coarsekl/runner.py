@@ -26,7 +26,7 @@ from coarsekl.interfaces import Kernel, Metric, Projector
 from coarsekl.io import atomic_path, open_trajectory, save_trajectory
 from coarsekl.manager import get_registry
 from coarsekl.numerics import engine_worker
-from coarsekl.problem import Problem, check_image
+from coarsekl.problem import Problem, check_image, is_distribution
 from coarsekl.random import MemberRandom, Purpose, generator_for
 from coarsekl.registry import STATE_KINDS, STATE_NAMES, Registry
 from coarsekl.schedules import Step
@@ -99,7 +99,7 @@ def build_experiment(config: ExperimentConfig, registry: Registry) -> BuiltExper
 
     data_source = build("data", config.data)
     data, site_shape = _data(data_source, config)
-    state_kind = "array" if isinstance(data, np.ndarray) else "ensemble"
+    state_kind = "ensemble" if is_distribution(data) else "array"
     partition = build("partition", config.partition, shape=site_shape, data=data)
     quantity = build("quantity", config.quantity)
     problem = Problem(partition=partition, quantity=quantity, data=data)

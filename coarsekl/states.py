@@ -224,15 +224,17 @@ class EnsembleStates:
         """One batch from ``(index, ensemble)`` pieces that tile it."""
         pieces = list(pieces)
         first = pieces[0][1]
-        arrays = {
-            name: np.empty((*batch, *array.shape[2:]), dtype=array.dtype)
-            for name, array in _arrays(first).items()
-        }
+
+        def empty(array: np.ndarray) -> np.ndarray:
+            return np.empty((*batch, *array.shape[2:]), dtype=array.dtype)
+
+        positions, weights = empty(first.positions), empty(first.weights)
+        carried = {name: empty(array) for name, array in first.carried.items()}
         for index, state in pieces:
-            for name, array in _arrays(state).items():
-                arrays[name][index] = array
-        positions, weights = arrays.pop(" positions"), arrays.pop(" weights")
-        return Ensemble(positions, weights, first.alpha_bar, arrays)
+            positions[index], weights[index] = state.positions, state.weights
+            for name, array in state.carried.items():
+                carried[name][index] = array
+        return Ensemble(positions, weights, first.alpha_bar, carried)
 
     def snapshot_variables(self) -> dict[str, SnapshotVariable]:
         return {
@@ -252,8 +254,3 @@ class EnsembleStates:
 
     def snapshot_values(self, state: Ensemble) -> dict[str, np.ndarray]:
         return {"position": state.positions, "weight": state.weights}
-
-
-def _arrays(state: Ensemble) -> dict[str, np.ndarray]:
-    # carried names are plugin-chosen; the leading space keeps them apart from these two
-    return {" positions": state.positions, " weights": state.weights, **state.carried}

@@ -204,6 +204,15 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def _sample_panel(ax, positions, sizes, color, means, title: str) -> None:
+    """One panel of samples in the (x₀, x₁) plane over the component means (×)."""
+    ax.scatter(*positions.T, s=sizes, alpha=0.4, color=color, linewidths=0)
+    ax.scatter(*means.T, marker="x", color="k", s=20)
+    ax.set_title(title, fontsize=8)
+    ax.set_aspect("equal")
+    ax.tick_params(labelsize=7)
+
+
 def _label_plane(axes) -> None:
     """Axis labels of a grid of panels in the (x₀, x₁) plane: bottom row and left column."""
     for ax in axes[-1]:
@@ -274,11 +283,8 @@ def plot_sampler_samples(ds):
         for column, count in enumerate(steps):
             ax = axes[row, column]
             positions = ds.final_position.sel(sampler=sampler, steps=count).values
-            ax.scatter(*positions.T, s=1, alpha=0.4, color=COLORS[sampler], linewidths=0)
-            ax.scatter(*means.T, marker="x", color="k", s=20)
-            ax.set_title(f"{LABELS[sampler]}, {count} steps", fontsize=8)
-            ax.set_aspect("equal")
-            ax.tick_params(labelsize=7)
+            title = f"{LABELS[sampler]}, {count} steps"
+            _sample_panel(ax, positions, 1, COLORS[sampler], means, title)
     _label_plane(axes)
     figure.suptitle("gmm-samplers: final samples (× component means)")
     return figure
@@ -445,13 +451,9 @@ def plot_guidance_samples(ds):
             positions = final.position.values[::every]
             weights = final.weight.values[::every]
             color = SCHEME_STYLE.get(str(scheme), {}).get("color", "tab:gray")
-            ax.scatter(
-                *positions.T, s=2 * weights * particles, alpha=0.4, color=color, linewidths=0
-            )
-            ax.scatter(*ds.mixture_mean.values.T, marker="x", color="k", s=15)
-            ax.set_title(f"{scheme}, γ = {gamma:g}", fontsize=8)
-            ax.set_aspect("equal")
-            ax.tick_params(labelsize=7)
+            title = f"{scheme}, γ = {gamma:g}"
+            means = ds.mixture_mean.values
+            _sample_panel(ax, positions, 2 * weights * particles, color, means, title)
     _label_plane(axes)
     figure.suptitle("gmm-guidance: final samples (area ∝ weight; × component means)")
     return figure

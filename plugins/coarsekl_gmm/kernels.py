@@ -27,6 +27,7 @@ from coarsekl_gmm.mixture import (
     SmoothFieldError,
     WeightsError,
     exact_score_and_posteriors,
+    perturbed_noise_prediction,
 )
 from coarsekl_gmm.noise import SPACINGS, log_snr, schedule_by_name
 from coarsekl_gmm.samplers import ddim_step, ddpm_step, dpmpp_2m_step, x0_from_noise
@@ -186,17 +187,11 @@ class _DiffusionSampler:
         if self.model_error is not None:
             spec = self.model_error
             error = problem.memo(("model-error", spec), lambda: spec.build(mixture))
-        score = None
-        if state.alpha_bar == alpha_bar and (error is None or self.guidance > 0):
+        score = None  # the exact score, unless only the wrong-weights mixture's is needed
+        needs_exact = not isinstance(error, WeightsError) or self.guidance > 0
+        if needs_exact and state.alpha_bar == alpha_bar:
             score, _ = exact_score_and_posteriors(mixture, state)
-        if isinstance(error, WeightsError):  # the wrong mixture's ε*, in one pass
-            prediction = error.wrong.noise_prediction(x, alpha_bar)
-        else:
-            if score is None:
-                score = mixture.score(x, alpha_bar)
-            prediction = -np.sqrt(1 - alpha_bar) * score
-            if error is not None:
-                prediction += error.perturbation(x, alpha_bar)
+        prediction = perturbed_noise_prediction(mixture, x, alpha_bar, error, score=score)
         if self.guidance > 0:
             gradient = mixture.class_log_posterior_gradient(
                 x, alpha_bar, self.guidance_class, score=score

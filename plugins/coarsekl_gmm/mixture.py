@@ -497,13 +497,20 @@ def exact_score_and_posteriors(
 
 
 def perturbed_noise_prediction(
-    mixture: GaussianMixture, x, alpha_bar: float, error: ModelError | None = None
+    mixture: GaussianMixture,
+    x,
+    alpha_bar: float,
+    error: ModelError | None = None,
+    score: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(..., d) -> (..., d): ε̂ = ε* + e(x). A :class:`WeightsError` is evaluated as the wrong
-    mixture's ε* directly (one pass instead of two)."""
+    """(..., d) -> (..., d): ε̂ = ε* + e(x), ε* = −√(1 − ᾱ) ∇ log q_ᾱ(x) from ``score`` when
+    it is already known. A :class:`WeightsError` is evaluated as the wrong mixture's ε*
+    directly (one pass instead of two)."""
     if isinstance(error, WeightsError):
         return error.wrong.noise_prediction(x, alpha_bar)
-    prediction = mixture.noise_prediction(x, alpha_bar)
+    if score is None:
+        score = mixture.score(x, alpha_bar)
+    prediction = -math.sqrt(1.0 - _check_alpha_bar(alpha_bar)) * score
     if error is not None:
         prediction = prediction + error.perturbation(x, alpha_bar)
     return prediction
