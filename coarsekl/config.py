@@ -30,19 +30,8 @@ DTYPES = ("float64", "float32")
 COMPONENT_TABLES = ("data", "initial", "partition", "quantity", "kernel", "projector")
 DEFAULT_METRICS = ("V", "V_delta", "E_block", "mse", "block_variance")
 DEFAULT_PARTICLE_METRICS = ("V_delta", "E_block")
-TOP_LEVEL_KEYS = (
-    "name",
-    "description",
-    "steps",
-    "members",
-    "seed",
-    "schemes",
-    "dtype",
-    "particles",
-    *COMPONENT_TABLES,
-    "record",
-    "sweep",
-)
+SCALAR_KEYS = ("name", "description", "steps", "members", "seed", "schemes", "dtype", "particles")
+TOP_LEVEL_KEYS = (*SCALAR_KEYS, *COMPONENT_TABLES, "record", "sweep")
 
 
 def _int_at_least(minimum: int):
@@ -214,20 +203,7 @@ class ExperimentConfig:
         for required in ("steps", "data", "initial", "partition", "kernel"):
             if required not in mapping:
                 raise ConfigError(f"the config needs {required!r}; see examples/paper-restore.toml")
-        arguments: dict[str, Any] = {
-            key: mapping[key]
-            for key in (
-                "name",
-                "description",
-                "steps",
-                "members",
-                "seed",
-                "schemes",
-                "dtype",
-                "particles",
-            )
-            if key in mapping
-        }
+        arguments: dict[str, Any] = {key: mapping[key] for key in SCALAR_KEYS if key in mapping}
         for table in COMPONENT_TABLES:
             if table in mapping:
                 arguments[table] = ComponentConfig.from_mapping(mapping[table], table, base)
