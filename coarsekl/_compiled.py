@@ -14,22 +14,60 @@ FAST_SUMS = {
 }
 
 
-@numba.njit(**FAST_SUMS)
-def state_summary(values):
-    """(batch, N) -> (row sums in float64, number of negative values): one vectorised pass.
+@numba.njit(inline="always", **FAST_SUMS)
+def _summarise_piece(values, task, pieces, totals, negatives):
+    """Sum and count of negative values of piece ``task % pieces`` of row ``task // pieces``.
 
     (Counting negatives vectorises; a running minimum does not.)"""
-    batch, size = values.shape
-    totals = np.empty(batch)
-    negatives = 0
-    for b in range(batch):
-        row = values[b]
+    row = values[task // pieces]
+    piece = task % pieces
+    segment = row[piece * row.size // pieces : (piece + 1) * row.size // pieces]
+    total = 0.0
+    count = 0
+    for i in range(segment.size):  # the bare loop index: numba adds no bounds check
+        value = np.float64(segment[i])
+        total += value
+        count += value < 0.0
+    totals[task] = total
+    negatives[task] = count
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
+def _worst_deviation(totals, negatives, pieces):
+    """(max over rows of |row total − 1|, negative values, all totals finite).
+
+    Compiled without fast-math flags (explicitly: a callee inherits its caller's unless it
+    sets its own), under which LLVM may fold the finiteness test."""
+    worst = 0.0
+    finite = True
+    for row in range(totals.size // pieces):
         total = 0.0
-        count = 0
-        for i in range(size):
-            value = np.float64(row[i])
-            total += value
-            count += value < 0.0
-        totals[b] = total
-        negatives += count
-    return totals, negatives
+        for task in range(row * pieces, (row + 1) * pieces):
+            total += totals[task]
+        if np.isfinite(total):
+            worst = max(worst, abs(total - 1.0))
+        else:
+            finite = False
+    return worst, negatives.sum(), finite
+
+
+@numba.njit(**FAST_SUMS)
+def state_summary(values, pieces):
+    """(batch, N) -> (max |row sum − 1|, number of negative values, all sums finite), each
+    row summed in ``pieces`` pieces, in float64. A NaN or inf anywhere makes its row's sum
+    so."""
+    totals = np.empty(values.shape[0] * pieces)
+    negatives = np.empty(totals.size, dtype=np.int64)
+    for task in range(totals.size):
+        _summarise_piece(values, task, pieces, totals, negatives)
+    return _worst_deviation(totals, negatives, pieces)
+
+
+@numba.njit(parallel=True, **FAST_SUMS)
+def state_summary_parallel(values, pieces):
+    """:func:`state_summary` with the pieces shared among numba's threads."""
+    totals = np.empty(values.shape[0] * pieces)
+    negatives = np.empty(totals.size, dtype=np.int64)
+    for task in numba.prange(totals.size):
+        _summarise_piece(values, task, pieces, totals, negatives)
+    return _worst_deviation(totals, negatives, pieces)

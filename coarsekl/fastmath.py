@@ -83,8 +83,8 @@ def exp(x):
 def log(x):
     """ln x for normal positive x (≥ 2.2e−308; callers floor their inputs).
 
-    x = m · 2^e with m in [√½, √2); ln m = 2 atanh(f), f = (m − 1)/(m + 1), |f| ≤ 0.172,
-    by its series to f^23 / 23 (truncation below 1e−19).
+    x = m · 2^e with m in [√½, √2); ln m = 2 atanh(f) = 2f + f R(f²), f = (m − 1)/(m + 1),
+    |f| ≤ 0.1716, with fdlibm's minimax polynomial R of degree 7 (error below 2^−58).
     """
     bits = _float_bits(float(x))
     e = np.float64((bits >> np.int64(52)) - np.int64(1023))
@@ -93,17 +93,12 @@ def log(x):
     m = m * (1.0 - 0.5 * above)
     e = e + above
     f = (m - 1.0) / (m + 1.0)
-    f2 = f * f
-    s = 1.0 / 23.0
-    s = s * f2 + 1.0 / 21.0
-    s = s * f2 + 1.0 / 19.0
-    s = s * f2 + 1.0 / 17.0
-    s = s * f2 + 1.0 / 15.0
-    s = s * f2 + 1.0 / 13.0
-    s = s * f2 + 1.0 / 11.0
-    s = s * f2 + 1.0 / 9.0
-    s = s * f2 + 1.0 / 7.0
-    s = s * f2 + 1.0 / 5.0
-    s = s * f2 + 1.0 / 3.0
-    s = s * f2 + 1.0
-    return e * LN2_HI + (2.0 * f * s + e * LN2_LO)
+    z = f * f
+    r = 1.479819860511658591e-01
+    r = r * z + 1.531383769920937332e-01
+    r = r * z + 1.818357216161805012e-01
+    r = r * z + 2.222219843214978396e-01
+    r = r * z + 2.857142874366239149e-01
+    r = r * z + 3.999999999940941908e-01
+    r = r * z + 6.666666666666735130e-01
+    return e * LN2_HI + (2.0 * f + (f * (r * z) + e * LN2_LO))

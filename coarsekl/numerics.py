@@ -4,9 +4,10 @@ Plugins keep a plain-numpy reference for every compiled kernel; tests compare th
 The compiled path is the default when numba is installed; set the environment variable
 ``COARSEKL_NUMERICS=reference`` (or use :func:`reference_numerics`) to run the reference.
 
-Compiled kernels release the GIL. :func:`split_rows` lets one large call use the spare
-cores: in the runner's worker threads (the batch is already spread over the cores) it runs
-the work in one piece, elsewhere in up to ``COARSEKL_THREADS`` pieces at once.
+Compiled kernels release the GIL, and large ones use the spare cores: in the runner's
+worker threads (the batch is already spread over the cores) they run in one piece,
+elsewhere in up to ``COARSEKL_THREADS`` pieces at once — numba's parallel loops where
+:func:`parallel_threads` says so, Python threads through :func:`split_rows`.
 """
 
 from __future__ import annotations
@@ -14,20 +15,37 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import itertools
+import math
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
+from coarsekl.errors import ConfigError
+
 __all__ = [
     "NUMERICS_ENV",
     "compiled_enabled",
+    "default_threads",
     "engine_worker",
+    "parallel_threads",
+    "recycled_empty",
     "reference_numerics",
+    "release_recycled",
     "split_rows",
+    "summation_pieces",
+    "thread_budget",
 ]
 
 NUMERICS_ENV = "COARSEKL_NUMERICS"
+# Values a thread of a parallel loop needs to pay for its start: a log or exp per value,
+# or (CHEAP_PIECE_VALUES) a few additions per value.
+PIECE_VALUES = 1 << 14
+CHEAP_PIECE_VALUES = 1 << 17
+SUM_PIECE_VALUES = 1 << 16  # sums are cut into pieces of this many values
 _forced_reference = False
 _compiled_available: bool | None = None  # numba installed and not switched off by the env
 
@@ -59,29 +77,110 @@ def reference_numerics() -> Iterator[None]:
         _forced_reference = previous
 
 
-_worker = threading.local()
+_thread_state = threading.local()
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def engine_worker() -> Iterator[None]:
-    """Mark the calling thread as one of the runner's workers: :func:`split_rows` then
-    runs its work in one piece (the other cores are busy with other tiles)."""
-    previous, _worker.active = getattr(_worker, "active", False), True
+def thread_budget(threads: int) -> Iterator[None]:
+    """Inside the block, parallel work started from the calling thread (numba's parallel
+    loops, :func:`split_rows`) uses at most ``threads`` threads."""
+    previous, _thread_state.budget = getattr(_thread_state, "budget", None), threads
     try:
         yield
     finally:
-        _worker.active = previous
+        _thread_state.budget = previous
+
+
+def engine_worker() -> contextlib.AbstractContextManager[None]:
+    """Mark the calling thread as one of the runner's workers: parallel work then runs in
+    one piece (the other cores are busy with other tiles)."""
+    return thread_budget(1)
+
+
+def _threads_allowed() -> int:
+    budget = getattr(_thread_state, "budget", None)
+    return default_threads() if budget is None else min(budget, default_threads())
+
+
+def summation_pieces(values: int) -> int:
+    """How many pieces a sum over ``values`` values is cut into, for threads to share: fixed
+    by the number of values alone, so that results do not depend on the number of
+    threads (pieces of ``SUM_PIECE_VALUES``)."""
+    return max(1, -(-values // SUM_PIECE_VALUES))
+
+
+THREADS_ENV = "COARSEKL_THREADS"
+_available_cpus: int | None = None
+
+
+def default_threads() -> int:
+    """``COARSEKL_THREADS`` if set, else the number of CPUs this process may use."""
+    value = os.environ.get(THREADS_ENV)
+    if value is not None:
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
+        return int(value)
+    global _available_cpus
+    if _available_cpus is None:
+        affinity = getattr(os, "sched_getaffinity", None)
+        _available_cpus = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    return _available_cpus
+
+
+def parallel_threads(values: int, cheap: bool = False) -> int:
+    """How many threads a compiled parallel loop over ``values`` values (pixels, say) should
+    use, ≥ 1: up to ``COARSEKL_THREADS`` (and the :func:`thread_budget`), each with at
+    least ``PIECE_VALUES`` values (``CHEAP_PIECE_VALUES`` for a ``cheap`` loop: no log or
+    exp); 1 in the runner's worker threads and where numba has no thread-safe threading
+    layer (its "workqueue" layer
+    aborts when two threads launch parallel loops at once). Sets numba's thread count for
+    the calling thread's next parallel loops to it."""
+    piece = CHEAP_PIECE_VALUES if cheap else PIECE_VALUES
+    if values < 2 * piece:
+        return 1
+    threads = min(_threads_allowed(), values // piece)
+    if threads <= 1 or not _threadsafe_layer():
+        return 1
+    import numba
+
+    threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+    if numba.get_num_threads() != threads:  # numba's count is the calling thread's own
+        numba.set_num_threads(threads)
+    return threads
+
+
+_threadsafe: bool | None = None
+
+
+def _threadsafe_layer() -> bool:
+    """True when numba's parallel loops run on a layer that several threads may launch at
+    once: TBB or OpenMP (not "workqueue")."""
+    global _threadsafe
+    if _threadsafe is None:
+        import numba
+
+        chosen = numba.config.THREADING_LAYER
+        candidates = {"tbb": ["tbbpool"], "omp": ["omppool"]}.get(
+            chosen, [] if chosen == "workqueue" else ["tbbpool", "omppool"]
+        )
+        _threadsafe = False
+        for module in candidates:
+            try:
+                importlib.import_module(f"numba.np.ufunc.{module}")
+            except Exception:  # ImportError, or a TBB of the wrong version
+                continue
+            _threadsafe = True
+            break
+    return _threadsafe
 
 
 def split_rows(work: Callable[[int, int], None], rows: int, minimum: int = 1 << 16) -> None:
     """Call ``work(start, stop)`` over ``range(rows)`` cut into pieces of at least
     ``minimum`` rows, in parallel on the spare cores (``work`` must release the GIL to
     gain, and write disjoint outputs)."""
-    from coarsekl.runner import default_threads
-
-    pieces = 1 if getattr(_worker, "active", False) else min(default_threads(), rows // minimum)
+    pieces = min(_threads_allowed(), rows // minimum)
     if pieces <= 1:
         work(0, rows)
         return
@@ -94,3 +193,41 @@ def split_rows(work: Callable[[int, int], None], rows: int, minimum: int = 1 << 
     futures = [pool.submit(work, a, b) for a, b in itertools.pairwise(bounds)]
     for future in futures:
         future.result()
+
+
+RECYCLE_BYTES = 1 << 22  # arrays this large are recycled: fresh pages cost ~0.1 ns a byte
+RECYCLE_KEEP = 4  # arrays kept per shape and dtype
+_recycled: dict[tuple, list[np.ndarray]] = {}
+_recycled_lock = threading.Lock()
+
+
+def recycled_empty(shape: tuple[int, ...], dtype: np.dtype | str = np.float64) -> np.ndarray:
+    """``np.empty(shape, dtype)``, but a large array (≥ ``RECYCLE_BYTES``) reuses one handed
+    out before that nothing refers to any more (not even a view).
+
+    The operating system hands a new large array fresh pages, and the first write to each
+    costs a page fault and zeroing: about as long as the kernel's own work on the array
+    for a 2048 × 2048 image. Kernels that return a new state every step use this for it.
+    """
+    dtype = np.dtype(dtype)
+    if math.prod(shape) * dtype.itemsize < RECYCLE_BYTES:
+        return np.empty(shape, dtype)
+    key = (tuple(shape), dtype)
+    with _recycled_lock:
+        kept = _recycled.setdefault(key, [])
+        for array in kept:
+            # References: the list, this loop's name and getrefcount's argument. Any more
+            # (a state, a view of it) and the array is still in use.
+            if sys.getrefcount(array) == 3:
+                return array
+        array = np.empty(shape, dtype)
+        kept.append(array)
+        del kept[:-RECYCLE_KEEP]
+        return array
+
+
+def release_recycled() -> None:
+    """Let go of the arrays kept by :func:`recycled_empty` (the runner does at the end of
+    a run)."""
+    with _recycled_lock:
+        _recycled.clear()

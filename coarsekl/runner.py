@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +24,7 @@ from coarsekl.errors import ConfigError, PluginContractError
 from coarsekl.interfaces import Kernel, Metric, Projector
 from coarsekl.io import atomic_path, open_trajectory, save_trajectory
 from coarsekl.manager import get_registry
-from coarsekl.numerics import engine_worker
+from coarsekl.numerics import default_threads, engine_worker, release_recycled, thread_budget
 from coarsekl.problem import Problem, check_image, is_distribution
 from coarsekl.random import MemberRandom, Purpose, generator_for
 from coarsekl.registry import STATE_KINDS, STATE_NAMES, Registry
@@ -46,7 +45,6 @@ __all__ = [
     "run",
 ]
 
-THREADS_ENV = "COARSEKL_THREADS"
 GROUP_BYTES = 1 << 20  # members per group: about this many bytes of state (cache-sized)
 MIN_TILE_BYTES = 1 << 19  # smaller tiles are not worth a thread of their own
 COMPRESSION_LEVEL = 4  # zlib level of the netCDF output
@@ -69,14 +67,23 @@ class BuiltExperiment:
     initial_states: Any  # (member, *site_shape) array or Ensemble, normalised, run's dtype
     providers: dict[str, str]  # "kernel geometric-mean" -> provider text
     states: DistributionStates | EnsembleStates  # how states are checked and recorded
+    steps: tuple[Step, ...] = attrs.field(init=False)  # 0 (the initial state) … config.steps
+
+    @steps.default
+    def _steps(self) -> tuple[Step, ...]:
+        total = self.config.steps
+        if self.projector is None:
+            return tuple(Step(index, total) for index in range(total + 1))
+        tolerances = [self.projector.tolerance(Step(i, total)) for i in range(1, total + 1)]
+        return tuple(
+            Step(index, total, tolerances[max(index, 1) - 1]) for index in range(total + 1)
+        )
 
     def tolerance(self, index: int) -> float | None:
-        if self.projector is None:
-            return None
-        return self.projector.tolerance(Step(max(index, 1), self.config.steps))
+        return self.steps[index].tolerance
 
     def step_info(self, index: int) -> Step:
-        return Step(index, self.config.steps, self.tolerance(index))
+        return self.steps[index]
 
 
 def build_experiment(config: ExperimentConfig, registry: Registry) -> BuiltExperiment:
@@ -122,10 +129,8 @@ def build_experiment(config: ExperimentConfig, registry: Registry) -> BuiltExper
     experiment = BuiltExperiment(
         config, problem, kernel, projector, metrics, initial_states, providers, states
     )
-    for index in range(1, config.steps + 1):  # an infeasible δ(t) fails before the run
-        tolerance = experiment.tolerance(index)
-        if tolerance is not None:
-            problem.bounds(tolerance)
+    for tolerance in {step.tolerance for step in experiment.steps} - {None}:
+        problem.bounds(tolerance)  # an infeasible δ(t) fails before the run
     return experiment
 
 
@@ -213,16 +218,6 @@ def run(
     return open_trajectory(output, lazy=True)
 
 
-def default_threads() -> int:
-    """``COARSEKL_THREADS`` if set, else the number of CPUs this process may use."""
-    value = os.environ.get(THREADS_ENV)
-    if value is not None:
-        if not value.isdigit() or int(value) < 1:
-            raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
-        return int(value)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
 class Engine:
     """Advances the whole batch ``(scheme, member, *site_shape)`` one step at a time.
 
@@ -245,6 +240,7 @@ class Engine:
         threads = default_threads() if threads is None else threads
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ConfigError(f"threads must be a positive integer, got {threads!r}")
+        self.threads = threads
         n_schemes, members = len(config.schemes), config.members
         scheme_bytes = self.layout.state_bytes
         member_bytes = n_schemes * scheme_bytes
@@ -294,8 +290,9 @@ class Engine:
         """Record step 0 (the initial states)."""
         self.recorder = recorder
         step = self.experiment.step_info(0)
-        for tile, state, masses in zip(self.tiles, self.states, self.masses, strict=True):
-            recorder.record(0, tile, step, state, masses, state, masses, None)
+        with thread_budget(self.threads):
+            for tile, state, masses in zip(self.tiles, self.states, self.masses, strict=True):
+                recorder.record(0, tile, step, state, masses, state, masses, None)
         recorder.snapshot(0, self.tiles, self.states)
 
     def advance(self, index: int) -> None:
@@ -304,8 +301,9 @@ class Engine:
         rngs = [self._random_for(tile) for tile in self.tiles]  # copies made before any draw
         tasks = range(len(self.tiles))
         if self.pool is None:
-            for task in tasks:
-                self._advance_tile(task, index, step, rngs[task])
+            with thread_budget(self.threads):  # parallel loops in the compiled kernels
+                for task in tasks:
+                    self._advance_tile(task, index, step, rngs[task])
         else:
 
             def advance_tile(task: int) -> None:
@@ -384,6 +382,7 @@ class Engine:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
+        release_recycled()
 
 
 class _MemorySnapshots:
@@ -516,11 +515,21 @@ class _Recorder:
                 f"metric {name!r} returned shape {value.shape} at step {step.index}, "
                 f"expected {expected}"
             )
-        if np.isnan(value).any():
-            raise PluginContractError(f"metric {name!r} returned NaN at step {step.index}")
         return value
 
+    def _check_metrics(self) -> None:
+        """Metrics must not be NaN (checked once, at the end of the run: cheaper than at
+        every step, and the error names the same first step)."""
+        for name in self.experiment.metrics:
+            for variable in (name, f"{name}_pre") if name in self.before else (name,):
+                values = self.arrays[variable]
+                if values.dtype.kind == "f" and np.isnan(values).any():
+                    steps = np.isnan(values).reshape(-1, values.shape[2], values[0, 0, 0].size)
+                    first = int(np.flatnonzero(steps.any(axis=(0, 2)))[0])
+                    raise PluginContractError(f"metric {name!r} returned NaN at step {first}")
+
     def dataset(self):
+        self._check_metrics()
         import xarray as xr
 
         import coarsekl.accessor  # noqa: F401  (registers ds.coarsekl)

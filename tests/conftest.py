@@ -45,15 +45,24 @@ def small_config():
     return config_maker(SMALL)
 
 
-@pytest.fixture(params=["compiled", "reference"])
-def numerics(request):
-    """Run the test on the compiled (numba) path and on the plain-numpy reference path."""
-    from coarsekl.numerics import compiled_enabled, reference_numerics
+@pytest.fixture(params=["compiled", "parallel", "reference"])
+def numerics(request, monkeypatch):
+    """Run the test on the compiled (numba) path, on its parallel loops (made to cut even
+    tiny arrays into uneven pieces for several threads) and on the plain-numpy reference."""
+    from coarsekl import numerics as numerics_module
 
     if request.param == "reference":
-        with reference_numerics():
+        with numerics_module.reference_numerics():
             yield request.param
-    else:
-        if not compiled_enabled():
-            pytest.skip("numba is not installed")
-        yield request.param
+        return
+    if not numerics_module.compiled_enabled():
+        pytest.skip("numba is not installed")
+    if request.param == "parallel":
+        if not numerics_module._threadsafe_layer():
+            pytest.skip("numba has no thread-safe threading layer here")
+        monkeypatch.setenv("COARSEKL_THREADS", "3")
+        monkeypatch.setattr(numerics_module, "PIECE_VALUES", 8)
+        monkeypatch.setattr(numerics_module, "CHEAP_PIECE_VALUES", 8)
+        monkeypatch.setattr(numerics_module, "SUM_PIECE_VALUES", 50)
+        monkeypatch.setattr("coarsekl_images.kernels.BAND_ROWS", 3)
+    yield request.param

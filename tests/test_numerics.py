@@ -80,3 +80,67 @@ def test_split_rows_runs_in_one_piece_inside_an_engine_worker(monkeypatch):
     with engine_worker():
         split_rows(lambda a, b: seen.append((a, b)), 1000, minimum=10)
     assert seen == [(0, 1000)]
+
+
+# --- Parallel loops in the compiled kernels ----------------------------------------------
+
+
+@pytest.fixture
+def tiny_pieces(monkeypatch):
+    """Parallel loops even for tiny arrays, as many threads as asked for."""
+    from coarsekl import numerics
+
+    if not numerics.compiled_enabled() or not numerics._threadsafe_layer():
+        pytest.skip("needs numba with a thread-safe threading layer")
+    monkeypatch.setattr(numerics, "PIECE_VALUES", 10)
+    monkeypatch.setattr(numerics, "CHEAP_PIECE_VALUES", 100)
+    monkeypatch.setenv("COARSEKL_THREADS", "2")
+    return numerics
+
+
+def test_parallel_threads_need_enough_work_for_each_thread(tiny_pieces):
+    assert tiny_pieces.parallel_threads(19) == 1  # two pieces need 20 values
+    assert tiny_pieces.parallel_threads(20) == 2
+    assert tiny_pieces.parallel_threads(10**6) == 2  # no more than COARSEKL_THREADS
+    assert tiny_pieces.parallel_threads(150, cheap=True) == 1
+    assert tiny_pieces.parallel_threads(200, cheap=True) == 2
+
+
+def test_parallel_threads_keep_to_the_budget_and_to_one_in_engine_workers(tiny_pieces):
+    with tiny_pieces.thread_budget(1):
+        assert tiny_pieces.parallel_threads(10**6) == 1
+        with tiny_pieces.thread_budget(4):  # the budget nests; COARSEKL_THREADS still caps
+            assert tiny_pieces.parallel_threads(10**6) == 2
+        assert tiny_pieces.parallel_threads(10**6) == 1
+    with tiny_pieces.engine_worker():
+        assert tiny_pieces.parallel_threads(10**6) == 1
+    assert tiny_pieces.parallel_threads(10**6) == 2
+
+
+def test_sums_are_cut_by_their_size_alone_so_threads_do_not_change_rounding(monkeypatch):
+    from coarsekl import numerics
+
+    monkeypatch.setattr(numerics, "SUM_PIECE_VALUES", 100)
+    assert [numerics.summation_pieces(n) for n in (1, 100, 101, 1000)] == [1, 1, 2, 10]
+    monkeypatch.setenv("COARSEKL_THREADS", "7")
+    assert numerics.summation_pieces(1000) == 10
+
+
+def test_recycled_arrays_are_reused_only_when_nothing_refers_to_them():
+    from coarsekl.numerics import RECYCLE_BYTES, recycled_empty, release_recycled
+
+    shape = (RECYCLE_BYTES // 8 // 64, 64)
+    release_recycled()
+    first = recycled_empty(shape)
+    view = first[1:]  # a view keeps the array in use
+    second = recycled_empty(shape)
+    assert second is not first
+    del first
+    assert recycled_empty(shape) is not view.base
+    third_id = id(second)
+    del second
+    assert id(recycled_empty(shape)) == third_id  # nothing refers to it: reused
+    del view
+    small = recycled_empty((4, 4))
+    assert small is not recycled_empty((4, 4))  # small arrays are never kept
+    release_recycled()

@@ -15,6 +15,7 @@ from coarsekl_blocks.vdelta import ROOT_SLACK
 JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 # Reassociation lets LLVM vectorise sums; no finite-math flags, so NaN and inf stay visible.
 FAST_SUMS = {**JIT, "fastmath": {"reassoc", "contract"}}
+INLINE_SUMS = {**FAST_SUMS, "inline": "always"}
 TINY = np.finfo(np.float64).tiny
 MAX_PIECE_STEPS = 60
 
@@ -225,65 +226,108 @@ def project_rows(masses, lower, upper):
     return projected, clipped
 
 
+@numba.njit(**INLINE_SUMS)
+def _band_sums(values, task, rows, cols, sums):
+    """Block sums of one band of h rows of one image (task = image · rows + band): the
+    band is first summed column-wise (a vectorised pass), then its W column sums are cut
+    into ``cols`` pieces."""
+    b, row = task // rows, task % rows
+    width = values.shape[2]
+    h, w = values.shape[1] // rows, width // cols
+    band = np.zeros(width)
+    for y in range(row * h, (row + 1) * h):
+        line = values[b, y]
+        for x in range(width):
+            band[x] += line[x]
+    for col in range(cols):
+        piece = band[col * w :]  # index by the bare loop variable: see grid_scale_blocks
+        partial = 0.0
+        for x in range(w):
+            partial += piece[x]
+        sums[b, row * cols + col] = partial
+
+
 @numba.njit(**FAST_SUMS)
 def grid_block_sums(values, rows, cols):
-    """(batch, H, W) -> (batch, rows · cols): sums over equal rectangles, in float64.
-
-    Each band of h rows is first summed column-wise (a vectorised pass), then the band's
-    W column sums are cut into ``cols`` pieces."""
-    batch, height, width = values.shape
-    h, w = height // rows, width // cols
-    sums = np.zeros((batch, rows * cols))
-    band = np.empty(width)
-    for b in range(batch):
-        for row in range(rows):
-            for x in range(width):
-                band[x] = 0.0
-            for y in range(row * h, (row + 1) * h):
-                line = values[b, y]
-                for x in range(width):
-                    band[x] += line[x]
-            for col in range(cols):
-                piece = band[col * w :]  # index by the bare loop variable: see below
-                partial = 0.0
-                for x in range(w):
-                    partial += piece[x]
-                sums[b, row * cols + col] = partial
+    """(batch, H, W) -> (batch, rows · cols): sums over equal rectangles, in float64."""
+    sums = np.empty((values.shape[0], rows * cols))
+    for task in range(values.shape[0] * rows):
+        _band_sums(values, task, rows, cols, sums)
     return sums
+
+
+@numba.njit(parallel=True, **FAST_SUMS)
+def grid_block_sums_parallel(values, rows, cols):
+    """:func:`grid_block_sums` with the bands shared among numba's threads."""
+    sums = np.empty((values.shape[0], rows * cols))
+    for task in numba.prange(values.shape[0] * rows):
+        _band_sums(values, task, rows, cols, sums)
+    return sums
+
+
+@numba.njit(**INLINE_SUMS)
+def _scale_band(values, factors, task, rows, cols, out):
+    """out = values · factors[block] over one band of h rows (task = image · rows + band)."""
+    b, row = task // rows, task % rows
+    h, w = values.shape[1] // rows, values.shape[2] // cols
+    for y in range(row * h, (row + 1) * h):
+        source, target = values[b, y], out[b, y]
+        for col in range(cols):
+            factor = factors[b, row * cols + col]
+            # Views indexed by the bare loop variable: numba checks any other index for
+            # negative values, and that check stops LLVM from vectorising the loop.
+            piece, scaled = source[col * w :], target[col * w :]
+            for x in range(w):
+                scaled[x] = piece[x] * factor
 
 
 @numba.njit(**FAST_SUMS)
 def grid_scale_blocks(values, factors, rows, cols, out):
     """out[b, y, x] = values[b, y, x] · factors[b, block(y, x)] for (batch, H, W) values."""
-    batch, height, width = values.shape
-    h, w = height // rows, width // cols
-    for b in range(batch):
-        for y in range(height):
-            source, target = values[b, y], out[b, y]
-            base = (y // h) * cols
-            for col in range(cols):
-                factor = factors[b, base + col]
-                # Views indexed by the bare loop variable: numba checks any other index for
-                # negative values, and that check stops LLVM from vectorising the loop.
-                piece, scaled = source[col * w :], target[col * w :]
-                for x in range(w):
-                    scaled[x] = piece[x] * factor
+    for task in range(values.shape[0] * rows):
+        _scale_band(values, factors, task, rows, cols, out)
     return out
 
 
+@numba.njit(parallel=True, **FAST_SUMS)
+def grid_scale_blocks_parallel(values, factors, rows, cols, out):
+    """:func:`grid_scale_blocks` with the bands shared among numba's threads."""
+    for task in numba.prange(values.shape[0] * rows):
+        _scale_band(values, factors, task, rows, cols, out)
+    return out
+
+
+@numba.njit(**INLINE_SUMS)
+def _entropy_piece(values, task, pieces, partial):
+    """Σ p log p over piece ``task % pieces`` of row ``task // pieces`` (0 log 0 = 0)."""
+    row = values[task // pieces]
+    piece = task % pieces
+    # A view indexed by the bare loop variable vectorises (see grid_scale_blocks).
+    segment = row[piece * row.size // pieces : (piece + 1) * row.size // pieces]
+    total = 0.0
+    for i in range(segment.size):
+        p = np.float64(segment[i])
+        total += p * fastmath.log(max(p, TINY))
+    partial[task] = total
+
+
 @numba.njit(**FAST_SUMS)
-def entropy_sums(values):
-    """Σ_i p_i log p_i over each row of (batch, N) ``values`` (0 log 0 = 0), in float64."""
-    batch, size = values.shape
-    sums = np.empty(batch)
-    for b in range(batch):
-        row = values[b]
-        total = 0.0
-        for i in range(size):
-            p = np.float64(row[i])
-            total += p * fastmath.log(max(p, TINY))
-        sums[b] = total
-    return sums
+def entropy_sums(values, pieces):
+    """Σ_i p_i log p_i over each row of (batch, N) ``values`` (0 log 0 = 0), in float64,
+    each row summed in ``pieces`` pieces: (batch, pieces)."""
+    partial = np.empty(values.shape[0] * pieces)
+    for task in range(partial.size):
+        _entropy_piece(values, task, pieces, partial)
+    return partial.reshape(values.shape[0], pieces)
+
+
+@numba.njit(parallel=True, **FAST_SUMS)
+def entropy_sums_parallel(values, pieces):
+    """:func:`entropy_sums` with the pieces shared among numba's threads."""
+    partial = np.empty(values.shape[0] * pieces)
+    for task in numba.prange(partial.size):
+        _entropy_piece(values, task, pieces, partial)
+    return partial.reshape(values.shape[0], pieces)
 
 
 @numba.njit(**FAST_SUMS)

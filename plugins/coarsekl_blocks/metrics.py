@@ -12,7 +12,7 @@ import attrs
 import numpy as np
 
 from coarsekl.errors import ConfigError
-from coarsekl.numerics import compiled_enabled
+from coarsekl.numerics import compiled_enabled, parallel_threads, summation_pieces
 from coarsekl.problem import Problem
 from coarsekl.schedules import Step
 from coarsekl_blocks.vdelta import kl_divergence, project_masses
@@ -39,13 +39,20 @@ class WithinBlockV:
         if compiled_enabled():
             # V = Σ_x p log p − Σ_j w_j log(w_j / |Ω_j|): one pass over the pixels, no
             # broadcast array. Rounding can leave a tiny negative value where V = 0.
-            from coarsekl_blocks._compiled import entropy_sums
+            from coarsekl_blocks import _compiled
 
             batch = state.shape[: state.ndim - len(partition.site_shape)]
-            pixel_term = entropy_sums(state.reshape(-1, int(np.prod(partition.site_shape))))
-            coarse = masses * np.log(np.maximum(masses, np.finfo(np.float64).tiny))
-            coarse -= masses * np.log(partition.block_sizes)
-            return np.maximum(pixel_term.reshape(batch) - coarse.sum(axis=-1), 0.0)
+            rows = state.reshape(-1, int(np.prod(partition.site_shape)))
+            pieces = summation_pieces(rows.shape[1])
+            if parallel_threads(rows.size) > 1:
+                pixel_term = _compiled.entropy_sums_parallel(rows, pieces).sum(axis=-1)
+            else:
+                pixel_term = _compiled.entropy_sums(rows, pieces).sum(axis=-1)
+            from scipy.special import xlogy  # one ufunc for w log w with 0 log 0 = 0
+
+            log_sizes = problem.memo("log-block-sizes", lambda: np.log(partition.block_sizes))
+            coarse = xlogy(masses, masses).sum(axis=-1) - masses @ log_sizes
+            return np.maximum(pixel_term.reshape(batch) - coarse, 0.0)
         # |Ω_j| / w_j: p(x) times it is p(x | j) / u_j(x); empty blocks hold no p to weigh.
         inverse_uniform = np.divide(
             partition.block_sizes, masses, out=np.zeros_like(masses), where=masses > 0

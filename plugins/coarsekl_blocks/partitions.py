@@ -8,7 +8,7 @@ import attrs
 import numpy as np
 
 from coarsekl.errors import ConfigError, DataError
-from coarsekl.numerics import compiled_enabled
+from coarsekl.numerics import compiled_enabled, parallel_threads, recycled_empty
 
 __all__ = ["BlockGrid", "LabelMap"]
 
@@ -81,10 +81,14 @@ class BlockGrid:
     def block_sums(self, values: np.ndarray) -> np.ndarray:
         """(..., H, W) -> (..., K) in float64 (also for float32 values)."""
         if compiled_enabled():
-            from coarsekl_blocks._compiled import grid_block_sums
+            from coarsekl_blocks import _compiled
 
             rows, cols = self.blocks
-            sums = grid_block_sums(values.reshape(-1, *self.shape), rows, cols)
+            batch = values.reshape(-1, *self.shape)
+            if parallel_threads(values.size, cheap=True) > 1:
+                sums = _compiled.grid_block_sums_parallel(batch, rows, cols)
+            else:
+                sums = _compiled.grid_block_sums(batch, rows, cols)
             return sums.reshape(*values.shape[:-2], rows * cols)
         sums = self._split(values).sum(axis=(-3, -1), dtype=np.float64)
         return sums.reshape(*sums.shape[:-2], self.n_blocks)
@@ -95,14 +99,18 @@ class BlockGrid:
         The same as ``values * broadcast(factors)`` without building the broadcast array."""
         if not compiled_enabled():
             return values * self.broadcast(factors.astype(values.dtype, copy=False))
-        from coarsekl_blocks._compiled import grid_scale_blocks
+        from coarsekl_blocks import _compiled
 
         rows, cols = self.blocks
         batch = np.ascontiguousarray(values).reshape(-1, *self.shape)
         if factors.shape != (*values.shape[:-2], rows * cols):
             factors = np.broadcast_to(factors, (*values.shape[:-2], rows * cols))
-        out = np.empty_like(batch)
-        grid_scale_blocks(batch, factors.reshape(-1, rows * cols), rows, cols, out)
+        out = recycled_empty(batch.shape, batch.dtype)
+        factors = factors.reshape(-1, rows * cols)
+        if parallel_threads(batch.size, cheap=True) > 1:
+            _compiled.grid_scale_blocks_parallel(batch, factors, rows, cols, out)
+        else:
+            _compiled.grid_scale_blocks(batch, factors, rows, cols, out)
         return out.reshape(values.shape)
 
     def broadcast(self, block_values: np.ndarray) -> np.ndarray:

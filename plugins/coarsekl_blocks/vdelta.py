@@ -59,10 +59,11 @@ def project_masses(
 
     w = np.asarray(masses, dtype=np.float64)
     n_blocks = w.shape[-1]
-    bounds = [np.asarray(b, dtype=np.float64) for b in (lower, upper)]
-    if any(b.shape != (n_blocks,) for b in bounds):  # per-row bounds
-        bounds = [np.broadcast_to(b, w.shape).reshape(-1, n_blocks) for b in bounds]
-    projected, clipped = project_rows(w.reshape(-1, n_blocks), *bounds)
+    lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    if lower.shape != (n_blocks,) or upper.shape != (n_blocks,):  # per-row bounds
+        lower = np.broadcast_to(lower, w.shape).reshape(-1, n_blocks)
+        upper = np.broadcast_to(upper, w.shape).reshape(-1, n_blocks)
+    projected, clipped = project_rows(w.reshape(-1, n_blocks), lower, upper)
     return projected.reshape(w.shape), clipped.reshape(w.shape)
 
 
@@ -197,8 +198,10 @@ def apply_block_masses(
         result = scale_blocks(state, ratio)
     else:
         result = state * partition.broadcast(ratio.astype(state.dtype, copy=False))
+    if all_occupied:
+        return result
     filled = ~occupied & (new_masses > 0)
-    if not all_occupied and filled.any():
+    if filled.any():
         fill = np.where(filled, new_masses, 0.0)
         # The partition's reference within-block distribution π_j if it has one, else uniform.
         shape = getattr(partition, "within_block_reference", None)

@@ -137,41 +137,92 @@ def _vertical(rows, weights, y, start, length, column, line):
     return total
 
 
-@numba.njit(**FAST)
-def geometric_mean(values, log_data, beta, floor, weights, out):
-    """The geometric-mean step for (batch, H, W) ``values`` into ``out``:
-    p' ∝ G_σ exp((1 − β) log max(p, floor) + β log q), each image summing to 1.
+@numba.njit(**INLINE)
+def _geometric_mean_band(image, log_data, beta, floor, weights, target, first, stop):
+    """Rows [first, stop) of G_σ exp((1 − β) log max(p, floor) + β log q) for one (H, W)
+    image into ``target``, not yet normalised; returns their sum.
 
-    One pass over each image: rows are mixed and smoothed along x as they are read, kept
-    in a ring of 2r + 1 rows, and smoothed along y as soon as their neighbours are there,
-    so the work stays in cache whatever the image size. With p, q ≤ 1 and the floor, the
-    exponent lies in [log floor, 0]: exp needs no shift by the maximum (the reference
-    subtracts it; results agree to rounding). ``weights`` (odd length) of length 1: σ = 0.
-    """
-    batch, height, width = values.shape
+    Rows are mixed and smoothed along x as they are read, kept in a ring of 2r + 1 rows,
+    and smoothed along y as soon as their neighbours are there, so the work stays in cache
+    whatever the image size. A band recomputes the r rows above and below it that its
+    neighbours also mix. With p, q ≤ 1 and the floor, the exponent lies in [log floor, 0]:
+    exp needs no shift by the maximum (the reference subtracts it; results agree to
+    rounding)."""
+    height, width = image.shape
     taps = weights.size
     radius = taps // 2
     ring = np.empty((taps, width))
     mixed = np.empty(width)
     padded = np.empty(width + 2 * radius)
     column = np.empty(width)
-    for b in range(batch):
-        image, target = values[b], out[b]
-        ready = 0  # rows mixed and smoothed along x so far
-        total = 0.0
-        for y in range(height):
-            while ready <= min(y + radius, height - 1):
-                source, data = image[ready], log_data[ready]
-                # Two loops (log, then exp) vectorise better than one that does both.
-                for x in range(width):
-                    mixed[x] = fastmath.log(max(np.float64(source[x]), floor))
-                for x in range(width):
-                    mixed[x] = fastmath.exp((1.0 - beta) * mixed[x] + beta * data[x])
-                _horizontal(mixed, weights, padded, ring[ready % taps])
-                ready += 1
-            total += _vertical(ring, weights, y, 0, height, column, target[y])
-        factor = 1.0 / total
-        for y in range(height):
-            line = target[y]
+    ready = max(first - radius, 0)  # the next row to mix and smooth along x
+    total = 0.0
+    for y in range(first, stop):
+        while ready <= min(y + radius, height - 1):
+            source, data = image[ready], log_data[ready]
+            # Two loops (log, then exp) vectorise better than one that does both.
             for x in range(width):
-                line[x] *= factor
+                mixed[x] = fastmath.log(max(np.float64(source[x]), floor))
+            for x in range(width):
+                mixed[x] = fastmath.exp((1.0 - beta) * mixed[x] + beta * data[x])
+            _horizontal(mixed, weights, padded, ring[ready % taps])
+            ready += 1
+        total += _vertical(ring, weights, y, 0, height, column, target[y])
+    return total
+
+
+@numba.njit(**INLINE)
+def _band_rows(band, bands, height):
+    """The rows [first, stop) of band ``band`` of ``bands`` over ``height`` rows."""
+    return band * height // bands, (band + 1) * height // bands
+
+
+@numba.njit(**INLINE)
+def _scale_band(target, first, stop, factor):
+    for y in range(first, stop):
+        line = target[y]
+        for x in range(line.size):
+            line[x] *= factor
+
+
+@numba.njit(**INLINE)
+def _geometric_mean_task(task, bands, values, log_data, beta, floor, weights, out, totals):
+    image = task // bands
+    first, stop = _band_rows(task % bands, bands, values.shape[1])
+    totals[task] = _geometric_mean_band(
+        values[image], log_data, beta, floor, weights, out[image], first, stop
+    )
+
+
+@numba.njit(**INLINE)
+def _normalise_task(task, bands, out, totals):
+    image = task // bands
+    first, stop = _band_rows(task % bands, bands, out.shape[1])
+    total = 0.0
+    for band in range(image * bands, (image + 1) * bands):
+        total += totals[band]
+    _scale_band(out[image], first, stop, 1.0 / total)
+
+
+@numba.njit(**FAST)
+def geometric_mean(values, log_data, beta, floor, weights, out, bands):
+    """The geometric-mean step for (batch, H, W) ``values`` into ``out``:
+    p' ∝ G_σ exp((1 − β) log max(p, floor) + β log q), each image summing to 1; each image
+    is worked on in ``bands`` bands of rows. ``weights`` (odd length) of length 1: σ = 0."""
+    tasks = values.shape[0] * bands
+    totals = np.empty(tasks)
+    for task in range(tasks):
+        _geometric_mean_task(task, bands, values, log_data, beta, floor, weights, out, totals)
+    for task in range(tasks):
+        _normalise_task(task, bands, out, totals)
+
+
+@numba.njit(parallel=True, **FAST)
+def geometric_mean_parallel(values, log_data, beta, floor, weights, out, bands):
+    """:func:`geometric_mean` with the images and bands shared among numba's threads."""
+    tasks = values.shape[0] * bands
+    totals = np.empty(tasks)
+    for task in numba.prange(tasks):
+        _geometric_mean_task(task, bands, values, log_data, beta, floor, weights, out, totals)
+    for task in numba.prange(tasks):
+        _normalise_task(task, bands, out, totals)

@@ -8,13 +8,15 @@ import attrs
 import numpy as np
 
 from coarsekl.errors import ConfigError
-from coarsekl.numerics import compiled_enabled
+from coarsekl.numerics import compiled_enabled, parallel_threads, recycled_empty
 from coarsekl.problem import Problem
 from coarsekl.random import MemberRandom
 from coarsekl.schedules import Schedule, Step, non_negative_schedule, schedule_field
 from coarsekl_images.filters import blockwise_gaussian, gaussian_smooth, gaussian_weights
 
 __all__ = ["BlockBlur", "GeometricMean", "UnsharpMask", "normalise"]
+
+BAND_ROWS = 256  # the compiled geometric mean works on bands of at least this many rows
 
 
 def normalise(values: np.ndarray) -> np.ndarray:
@@ -61,12 +63,19 @@ class GeometricMean:
         beta, sigma = self.beta.at(step), self.sigma.at(step)
         log_data = _log_floored(problem, self.floor)
         if compiled_enabled():
-            from coarsekl_images._compiled import geometric_mean
+            from coarsekl_images import _compiled
 
             weights = gaussian_weights(sigma) if sigma > 0 else np.ones(1)
             batch = np.ascontiguousarray(state).reshape(-1, *state.shape[-2:])
-            out = np.empty_like(batch)
-            geometric_mean(batch, log_data, beta, self.floor, weights, out)
+            out = recycled_empty(batch.shape, batch.dtype)
+            # Large images in bands of rows that threads share; the bands depend on the
+            # image size alone, so results do not depend on the number of threads.
+            bands = max(1, batch.shape[1] // BAND_ROWS)
+            if parallel_threads(batch.size) > 1:
+                geometric_mean = _compiled.geometric_mean_parallel
+            else:
+                geometric_mean = _compiled.geometric_mean
+            geometric_mean(batch, log_data, beta, self.floor, weights, out, bands)
             return out.reshape(state.shape)
         log_mix = np.log(np.maximum(state, self.floor))
         log_mix *= 1 - beta

@@ -123,6 +123,25 @@ def test_geometric_mean_step_is_the_normalised_geometric_mean_then_smoothed(nume
     np.testing.assert_allclose(result, expected, rtol=1e-12, atol=1e-300)
 
 
+def test_geometric_mean_gives_the_same_numbers_on_any_number_of_threads(monkeypatch):
+    """Bands of rows shared among threads: each pixel is computed the same way, and the
+    bands (hence the rounding of each image's total) depend on the image size alone."""
+    from coarsekl import numerics
+
+    if not numerics.compiled_enabled() or not numerics._threadsafe_layer():
+        pytest.skip("needs numba with a thread-safe threading layer")
+    monkeypatch.setattr(numerics, "PIECE_VALUES", 8)
+    monkeypatch.setattr("coarsekl_images.kernels.BAND_ROWS", 5)  # 3 bands of 5, 5, 6 rows
+    problem, states = make_problem(), random_states(batch=(1,))
+    kernel = GeometricMean(beta=0.2, sigma=0.7)
+    results = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("COARSEKL_THREADS", threads)
+        results.append(kernel.step(states, problem, STEP, rng_for(1)))
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_allclose(results[0].sum(), 1.0, rtol=1e-14)
+
+
 def test_geometric_mean_end_points_are_the_state_and_the_data(numerics):
     problem = make_problem()
     states = random_states()
