@@ -298,6 +298,21 @@ def test_results_do_not_depend_on_threads_or_member_groups(small_config):
     assert_same_trajectory(three, one)
 
 
+def test_parallel_loops_in_the_kernels_do_not_change_the_numbers(small_config, monkeypatch):
+    """One tile, its compiled loops (kernel in bands of rows, entropy and check sums in
+    pieces) shared among threads: the same numbers as on one thread, to the last bit."""
+    from coarsekl import numerics
+
+    if not numerics.compiled_enabled() or not numerics._threadsafe_layer():
+        pytest.skip("needs numba with a thread-safe threading layer")
+    monkeypatch.setattr(numerics, "PIECE_VALUES", 64)
+    monkeypatch.setattr(numerics, "CHEAP_PIECE_VALUES", 64)
+    monkeypatch.setattr(numerics, "SUM_PIECE_VALUES", 100)
+    monkeypatch.setattr("coarsekl_images.kernels.BAND_ROWS", 7)
+    config = small_config(members=1, record__metrics=["V", "V_delta", "E_block", "mse"])
+    assert_same_trajectory(coarsekl.run(config, threads=2), coarsekl.run(config, threads=1))
+
+
 def test_schemes_split_across_threads_still_share_their_random_numbers(small_config):
     """One member on two threads: base and proj run as separate tiles, proj drawing from
     a copy of the member's generator. Numbers must equal the single-threaded run's."""

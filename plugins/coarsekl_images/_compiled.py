@@ -92,14 +92,22 @@ def _horizontal(source, weights, padded, target):
     inner = padded[radius:]
     for i in range(width):
         inner[i] = source[i]
+    _correlate_padded(padded, weights, target, width)
+
+
+@numba.njit(**INLINE)
+def _correlate_padded(padded, weights, target, width):
+    """target = the weights correlated with the row held in padded[r : r + width], after
+    reflecting it into the r places at either end."""
+    radius = weights.size // 2
     if width >= radius:  # one reflection: d c b a | a b c d | d c b a
         for i in range(radius):
-            padded[radius - 1 - i] = source[i]
-            padded[radius + width + i] = source[width - 1 - i]
+            padded[radius - 1 - i] = padded[radius + i]
+            padded[radius + width + i] = padded[radius + width - 1 - i]
     else:
         for i in range(radius):
-            padded[i] = source[_reflect(i - radius, 0, width)]
-            padded[radius + width + i] = source[_reflect(width + i, 0, width)]
+            padded[i] = padded[radius + _reflect(i - radius, 0, width)]
+            padded[radius + width + i] = padded[radius + _reflect(width + i, 0, width)]
     _correlate(padded, weights, target, width)
 
 
@@ -152,8 +160,8 @@ def _geometric_mean_band(image, log_data, beta, floor, weights, target, first, s
     taps = weights.size
     radius = taps // 2
     ring = np.empty((taps, width))
-    mixed = np.empty(width)
     padded = np.empty(width + 2 * radius)
+    mixed = padded[radius:]  # rows are mixed in place, between their reflected ends
     column = np.empty(width)
     ready = max(first - radius, 0)  # the next row to mix and smooth along x
     total = 0.0
@@ -165,7 +173,7 @@ def _geometric_mean_band(image, log_data, beta, floor, weights, target, first, s
                 mixed[x] = fastmath.log(max(np.float64(source[x]), floor))
             for x in range(width):
                 mixed[x] = fastmath.exp((1.0 - beta) * mixed[x] + beta * data[x])
-            _horizontal(mixed, weights, padded, ring[ready % taps])
+            _correlate_padded(padded, weights, ring[ready % taps], width)
             ready += 1
         total += _vertical(ring, weights, y, 0, height, column, target[y])
     return total
