@@ -326,8 +326,9 @@ class Engine:
         state, masses = self.states[task], self.masses[task]
         proposal = experiment.kernel.step(state, problem, step, rng)
         batch = state.shape[:2]
-        proposal = self.layout.check(proposal, batch, self.kernel_name, index)
-        proposal_masses = problem.block_masses(proposal)
+        proposal, proposal_masses = self.layout.check_and_sum(
+            proposal, batch, self.kernel_name, index, problem
+        )
         if experiment.kernel.block_preserving:
             drift = float(np.max(np.abs(proposal_masses - masses)))
             if drift > self.tolerances.block_mass:
@@ -338,24 +339,23 @@ class Engine:
         clipped = np.zeros(masses.shape, dtype=bool)
         projected = self.projected[task]
         if projected:
-            schemes = []
+            schemes = [proposal[i] for i in range(state.shape[0])]
+            new_masses = proposal_masses.copy()  # an unprojected scheme keeps its masses
             who = f"projector {config.projector.kind!r}"
-            for i in range(state.shape[0]):
-                scheme = proposal[i]
-                if i not in projected:
-                    schemes.append(scheme)
-                    continue
-                problem.remember_block_masses(scheme, proposal_masses[i])  # the projector's
+            for i in projected:
+                problem.remember_block_masses(schemes[i], proposal_masses[i])  # the projector's
                 if self.projector_rngs is None:
-                    projection = experiment.projector.project(scheme, problem, step)
+                    projection = experiment.projector.project(schemes[i], problem, step)
                 else:
                     group = tile[1]
                     rng = self.projector_rngs[group.start, group.stop]
-                    projection = experiment.projector.project(scheme, problem, step, rng=rng)
-                schemes.append(self.layout.check(projection.state, batch[1:], who, index))
+                    projection = experiment.projector.project(schemes[i], problem, step, rng=rng)
+                schemes[i], new_masses[i] = self.layout.check_and_sum(
+                    projection.state, batch[1:], who, index, problem
+                )
                 clipped[i] = projection.clipped
             new_state = self.layout.stack(schemes)
-            new_masses = problem.block_masses(new_state)
+            new_masses = problem.remember_block_masses(new_state, new_masses)
         else:
             new_state, new_masses = proposal, proposal_masses
         self.states[task], self.masses[task] = new_state, new_masses

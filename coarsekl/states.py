@@ -65,19 +65,26 @@ def check_state(
     """Check what a plugin returned: shape, finite, non-negative, normalised over the last
     ``site_ndim`` axes; return it in the run's ``dtype``."""
     where = f"{who} at step {step}"
+    state = _check_array(state, expected_shape, where, dtype)
+    _check_normalised(state, site_ndim, where, Tolerances.of(dtype))
+    return state
+
+
+def _check_array(state: Any, expected_shape: tuple[int, ...], where: str, dtype) -> np.ndarray:
     if not isinstance(state, np.ndarray) or state.shape != expected_shape:
         shape = getattr(state, "shape", type(state).__name__)
         raise PluginContractError(f"{where} returned shape {shape}, expected {expected_shape}")
     if state.dtype.kind != "f":
         raise PluginContractError(f"{where} returned dtype {state.dtype}, expected floats")
-    if state.dtype != dtype:
-        state = state.astype(dtype)
-    _check_normalised(state, site_ndim, where, Tolerances.of(dtype))
-    return state
+    return state if state.dtype == dtype else state.astype(dtype)
 
 
 def _check_normalised(values: np.ndarray, site_ndim: int, where: str, tolerances) -> None:
-    worst, negatives, finite = _summary(values, site_ndim)
+    _judge(values, *_summary(values, site_ndim), where, tolerances)
+
+
+def _judge(values, worst: float, negatives, finite: bool, where: str, tolerances) -> None:
+    """Raise if the summary (max |Σp − 1|, negative values, all finite) breaks the contract."""
     if not finite:
         raise PluginContractError(f"{where} returned NaN or inf values")
     if negatives:
@@ -120,6 +127,25 @@ class DistributionStates:
         return check_state(
             state, (*batch, *self.site_shape), len(self.site_shape), who, step, self.dtype
         )
+
+    def check_and_sum(
+        self, state: Any, batch: tuple[int, ...], who: str, step: int, problem
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`check` and the block masses, (state, masses): in one pass over the state
+        when the partition can ``summarise`` (block sums and negative values at once);
+        Σp is then the sum of the block masses."""
+        summarise = getattr(problem.partition, "summarise", None)
+        if summarise is None:
+            state = self.check(state, batch, who, step)
+            return state, problem.block_masses(state)
+        where = f"{who} at step {step}"
+        state = _check_array(state, (*batch, *self.site_shape), where, self.dtype)
+        masses, negatives = summarise(state)
+        totals = masses.sum(axis=-1)
+        finite = bool(np.isfinite(totals).all())  # a NaN or inf anywhere makes its sum so
+        worst = float(np.abs(totals - 1).max()) if finite else np.nan
+        _judge(state, worst, negatives, finite, where, Tolerances.of(self.dtype))
+        return state, problem.remember_block_masses(state, masses)
 
     def initial(self, states: Any, members: int, who: str) -> np.ndarray:
         """The initial states ``(members, *sites)`` checked and normalised."""
@@ -201,6 +227,13 @@ class EnsembleStates:
         if positions is state.positions and weights is state.weights:
             return state
         return state.replace(positions=positions, weights=weights)
+
+    def check_and_sum(
+        self, state: Any, batch: tuple[int, ...], who: str, step: int, problem
+    ) -> tuple[Ensemble, np.ndarray]:
+        """:meth:`check` and the block masses: (state, masses)."""
+        state = self.check(state, batch, who, step)
+        return state, problem.block_masses(state)
 
     def initial(self, states: Any, members: int, who: str) -> Ensemble:
         """The initial ensembles (positions ``(members, N, d)``), weights normalised."""

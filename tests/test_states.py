@@ -44,3 +44,53 @@ def test_one_bad_value_anywhere_is_named(numerics, bad, message, where):
     states[where] = bad
     with pytest.raises(PluginContractError, match=f"kernel 'k' at step 4 returned .*{message}"):
         check(states)
+
+
+@pytest.fixture(params=["grid", "labels"])
+def problem(request):
+    """A problem whose partition can summarise in one pass (a block grid) or cannot (a
+    label map: the layout then checks and sums in two)."""
+    from coarsekl.problem import Problem
+    from coarsekl_blocks.partitions import BlockGrid, LabelMap
+    from coarsekl_blocks.quantities import BlockMass
+
+    if request.param == "grid":
+        partition = BlockGrid(shape=SHAPE[2:], blocks=(4, 5))
+    else:
+        labels = np.random.default_rng(1).integers(0, 6, SHAPE[2:])
+        labels[:6] = np.arange(6)[:, None]  # every label is used
+        partition = LabelMap(shape=SHAPE[2:], labels=labels)
+    data = np.random.default_rng(2).random(SHAPE[2:])
+    return Problem(partition=partition, quantity=BlockMass(), data=data)
+
+
+def check_and_sum(states, problem):
+    from coarsekl.states import DistributionStates
+
+    layout = DistributionStates(SHAPE[2:], ("y", "x"), "float64")
+    return layout.check_and_sum(states, SHAPE[:2], "projector 'p'", 7, problem)
+
+
+def test_checking_and_summing_gives_the_state_and_its_block_masses(numerics, problem):
+    states = good_states()
+    checked, masses = check_and_sum(states, problem)
+    assert checked is states
+    np.testing.assert_allclose(masses, problem.partition.block_sums(states), rtol=1e-14)
+    assert problem.block_masses(states) is not None  # remembered for the metrics
+    np.testing.assert_array_equal(problem.block_masses(states), masses)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [(np.nan, "NaN or inf"), (np.inf, "NaN or inf"), (-1e-3, "negative"), (0.5, "normalised")],
+)
+def test_checking_and_summing_names_a_bad_value(numerics, problem, bad, message):
+    states = good_states()
+    states[2, 1, 13, 17] = bad
+    with pytest.raises(PluginContractError, match=f"projector 'p' at step 7 .*{message}"):
+        check_and_sum(states, problem)
+
+
+def test_checking_and_summing_names_a_wrong_shape(problem):
+    with pytest.raises(PluginContractError, match=r"returned shape \(2, 2, 20, 30\)"):
+        check_and_sum(good_states()[:2], problem)

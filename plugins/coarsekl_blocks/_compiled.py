@@ -227,18 +227,22 @@ def project_rows(masses, lower, upper):
 
 
 @numba.njit(**INLINE_SUMS)
-def _band_sums(values, task, rows, cols, sums):
-    """Block sums of one band of h rows of one image (task = image · rows + band): the
-    band is first summed column-wise (a vectorised pass), then its W column sums are cut
-    into ``cols`` pieces."""
+def _band_sums(values, task, rows, cols, sums, negatives):
+    """Block sums and the number of negative values of one band of h rows of one image
+    (task = image · rows + band): the band is first summed column-wise (a vectorised
+    pass), then its W column sums are cut into ``cols`` pieces."""
     b, row = task // rows, task % rows
     width = values.shape[2]
     h, w = values.shape[1] // rows, width // cols
     band = np.zeros(width)
+    count = 0
     for y in range(row * h, (row + 1) * h):
         line = values[b, y]
         for x in range(width):
-            band[x] += line[x]
+            value = np.float64(line[x])
+            band[x] += value
+            count += value < 0.0
+    negatives[task] = count
     for col in range(cols):
         piece = band[col * w :]  # index by the bare loop variable: see grid_scale_blocks
         partial = 0.0
@@ -249,20 +253,23 @@ def _band_sums(values, task, rows, cols, sums):
 
 @numba.njit(**FAST_SUMS)
 def grid_block_sums(values, rows, cols):
-    """(batch, H, W) -> (batch, rows · cols): sums over equal rectangles, in float64."""
+    """(batch, H, W) -> ((batch, rows · cols) sums over equal rectangles in float64, the
+    number of negative values)."""
     sums = np.empty((values.shape[0], rows * cols))
-    for task in range(values.shape[0] * rows):
-        _band_sums(values, task, rows, cols, sums)
-    return sums
+    negatives = np.empty(values.shape[0] * rows, dtype=np.int64)
+    for task in range(negatives.size):
+        _band_sums(values, task, rows, cols, sums, negatives)
+    return sums, negatives.sum()
 
 
 @numba.njit(parallel=True, **FAST_SUMS)
 def grid_block_sums_parallel(values, rows, cols):
     """:func:`grid_block_sums` with the bands shared among numba's threads."""
     sums = np.empty((values.shape[0], rows * cols))
-    for task in numba.prange(values.shape[0] * rows):
-        _band_sums(values, task, rows, cols, sums)
-    return sums
+    negatives = np.empty(values.shape[0] * rows, dtype=np.int64)
+    for task in numba.prange(negatives.size):
+        _band_sums(values, task, rows, cols, sums, negatives)
+    return sums, negatives.sum()
 
 
 @numba.njit(**INLINE_SUMS)

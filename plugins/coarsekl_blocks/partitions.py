@@ -81,17 +81,24 @@ class BlockGrid:
     def block_sums(self, values: np.ndarray) -> np.ndarray:
         """(..., H, W) -> (..., K) in float64 (also for float32 values)."""
         if compiled_enabled():
+            return self.summarise(values)[0]
+        sums = self._split(values).sum(axis=(-3, -1), dtype=np.float64)
+        return sums.reshape(*sums.shape[:-2], self.n_blocks)
+
+    def summarise(self, values: np.ndarray) -> tuple[np.ndarray, int]:
+        """(block sums (..., K) in float64, the number of negative values): one pass, which
+        the runner uses to check a new state and find its block masses at once."""
+        if compiled_enabled():
             from coarsekl_blocks import _compiled
 
             rows, cols = self.blocks
             batch = values.reshape(-1, *self.shape)
             if parallel_threads(values.size, cheap=True) > 1:
-                sums = _compiled.grid_block_sums_parallel(batch, rows, cols)
+                sums, negatives = _compiled.grid_block_sums_parallel(batch, rows, cols)
             else:
-                sums = _compiled.grid_block_sums(batch, rows, cols)
-            return sums.reshape(*values.shape[:-2], rows * cols)
-        sums = self._split(values).sum(axis=(-3, -1), dtype=np.float64)
-        return sums.reshape(*sums.shape[:-2], self.n_blocks)
+                sums, negatives = _compiled.grid_block_sums(batch, rows, cols)
+            return sums.reshape(*values.shape[:-2], rows * cols), int(negatives)
+        return self.block_sums(values), int(np.count_nonzero(values < 0))
 
     def scale_blocks(self, values: np.ndarray, factors: np.ndarray) -> np.ndarray:
         """values · factors[block(x)]: (..., H, W) and (..., K) -> (..., H, W), values' dtype.
