@@ -141,14 +141,33 @@ def parallel_threads(values: int, cheap: bool = False) -> int:
     if values < 2 * piece:
         return 1
     threads = min(_threads_allowed(), values // piece)
-    if threads <= 1 or not _threadsafe_layer():
+    if threads <= 1 or _forked_after_parallel or not _threadsafe_layer():
         return 1
     import numba
 
     threads = min(threads, numba.config.NUMBA_NUM_THREADS)
     if numba.get_num_threads() != threads:  # numba's count is the calling thread's own
         numba.set_num_threads(threads)
+    global _parallel_started
+    _parallel_started = True
     return threads
+
+
+# GNU OpenMP cannot run parallel loops in a child forked after the parent ran some (numba
+# terminates the child): such a child runs every loop in one piece. The parent's thread
+# pool has no threads in the child: the child starts its own.
+_parallel_started = False
+_forked_after_parallel = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_after_parallel, _pool
+    _forked_after_parallel = _forked_after_parallel or _parallel_started
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _threadsafe: bool | None = None

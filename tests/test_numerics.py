@@ -144,3 +144,45 @@ def test_recycled_arrays_are_reused_only_when_nothing_refers_to_them():
     small = recycled_empty((4, 4))
     assert small is not recycled_empty((4, 4))  # small arrays are never kept
     release_recycled()
+
+
+FORKED_CHILD = """
+import multiprocessing, coarsekl
+from coarsekl import numerics
+numerics.PIECE_VALUES = 8
+config = {
+    "name": "t", "steps": 2, "members": 1,
+    "data": {"kind": "checkerboard", "shape": [32, 32], "blocks": [4, 4]},
+    "initial": {"kind": "uniform-noise"},
+    "partition": {"kind": "blocks", "blocks": [4, 4]},
+    "kernel": {"kind": "geometric-mean", "beta": 0.05, "sigma": 0.5},
+    "projector": {"kind": "vdelta", "delta": 0.01},
+}
+def child(queue):
+    queue.put(float(coarsekl.run(config, threads=2)["V"].sum()))
+if __name__ == "__main__":
+    parent = float(coarsekl.run(config, threads=2)["V"].sum())  # parallel loops start
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    process.join(120)
+    print(process.exitcode, queue.get(timeout=5) == parent)
+"""
+
+
+def test_a_child_forked_after_parallel_loops_runs_its_loops_in_one_piece(tmp_path):
+    """GNU OpenMP cannot start parallel loops in a forked child once the parent has: numba
+    would terminate the child. coarsekl runs such a child's loops in one piece."""
+    from coarsekl import numerics
+
+    if not numerics.compiled_enabled() or not numerics._threadsafe_layer():
+        pytest.skip("needs numba with a thread-safe threading layer")
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    script = tmp_path / "forked.py"
+    script.write_text(FORKED_CHILD)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
+    assert result.stdout.split() == ["0", "True"], result.stderr
