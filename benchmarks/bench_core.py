@@ -9,6 +9,8 @@ taken in the same run, since these machines are noisy.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import statistics
@@ -61,13 +63,49 @@ def step_config(size: int, blocks: int, members: int, schemes=("proj",), dtype="
 
 def time_steps(config, repeats: int, threads: int | None = None) -> float:
     """Median seconds of one engine step (kernel, checks, projection, block masses)."""
+    with stepper(config, threads) as advance:
+        return median_time(advance, repeats)
+
+
+@contextlib.contextmanager
+def stepper(config, threads: int | None = None):
+    """A function that advances a warmed-up engine by one step (the same step each time)."""
     experiment = build_experiment(config, coarsekl.get_registry())
     engine = Engine(experiment, threads=threads)
     engine.start(_Recorder(experiment, _MemorySnapshots(experiment)))
     engine.advance(1)  # compile and warm the caches
-    seconds = median_time(lambda: engine.advance(1), repeats)
-    engine.close()
-    return seconds
+    try:
+        yield lambda: engine.advance(1)
+    finally:
+        engine.close()
+
+
+SETTLE_SECONDS = 0.02  # numba's OpenMP threads spin for some milliseconds after a loop
+
+
+def interleaved_medians(timed: dict, rounds: int, block: int = 5) -> dict:
+    """Median seconds of each timed function, round after round in turn, so that a slow
+    spell of this shared machine falls on all of them alike instead of on one table row.
+
+    ``timed`` maps keys to context managers factories that give the function (an engine
+    is built for its block and closed after it, as one run at a time would). Each block
+    waits for the machine to settle (no threads left spinning from the block before),
+    calls the function twice untimed and then times ``block`` calls in a row: a steady
+    state, of that function alone."""
+    times = {key: [] for key in timed}
+    for _ in range(rounds):
+        for key, factory in timed.items():
+            with factory() as function:
+                time.sleep(SETTLE_SECONDS)
+                function()
+                function()
+                times[key].append(median_time(function, block))
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
+def plain(function):
+    """A factory for :func:`interleaved_medians` of a function that needs no set-up."""
+    return lambda: contextlib.nullcontext(function)
 
 
 def bench_restore(quick: bool) -> None:
@@ -146,18 +184,22 @@ def bench_step(quick: bool) -> None:
         "| members | threads | step | np.log + np.exp floor | step / floor | pixel-steps/s |\n"
         "|---|---|---|---|---|---|"
     )
-    repeats = 3 if quick else 15
-    for members in (1, 4) if quick else (1, 16, 64, 256):
-        for threads in (1, 2):
-            config = step_config(size, 4, members)
-            batch = np.random.default_rng(0).uniform(0.1, 1.0, (members, size, size))
-            floor = median_time(lambda b=batch: np.exp(np.log(b)), repeats)
-            seconds = time_steps(config, repeats, threads)
-            rate = members * size * size / seconds
-            print(
-                f"| {members} | {threads} | {seconds * 1e3:.2f} ms | {floor * 1e3:.2f} ms "
-                f"| {seconds / floor:.2f}× | {rate / 1e6:.0f} M |"
-            )
+    rounds = 1 if quick else 7
+    cases = [(m, t) for m in ((1, 4) if quick else (1, 16, 64, 256)) for t in (1, 2)]
+    timed = {}
+    for members, threads in cases:
+        batch = np.random.default_rng(0).uniform(0.1, 1.0, (members, size, size))
+        timed["floor", members, threads] = plain(lambda b=batch: np.exp(np.log(b)))
+        config = step_config(size, 4, members)
+        timed["step", members, threads] = functools.partial(stepper, config, threads)
+    medians = interleaved_medians(timed, rounds)
+    for members, threads in cases:
+        seconds, floor = medians["step", members, threads], medians["floor", members, threads]
+        rate = members * size * size / seconds
+        print(
+            f"| {members} | {threads} | {seconds * 1e3:.2f} ms | {floor * 1e3:.2f} ms "
+            f"| {seconds / floor:.2f}× | {rate / 1e6:.0f} M |"
+        )
 
 
 def bench_blocks(quick: bool) -> None:
@@ -191,17 +233,26 @@ def bench_sizes(quick: bool) -> None:
         "| size | members | step, 1 thread | per pixel | vs 64² | step, 2 threads | per pixel |\n"
         "|---|---|---|---|---|---|---|"
     )
-    repeats = 3 if quick else 7
-    first = None
+    rounds = 1 if quick else 7
+    timed = {
+        (size, threads): functools.partial(stepper, step_config(size, 4, total // size**2), threads)
+        for size in sizes
+        for threads in (1, 2)
+    }
+    medians = interleaved_medians(timed, rounds)
+    first = medians[sizes[0], 1] / total
     for size in sizes:
-        members = total // size**2
-        config = step_config(size, 4, members)
-        single, double = (time_steps(config, repeats, threads) / total for threads in (1, 2))
-        first = first or single
+        single, double = medians[size, 1] / total, medians[size, 2] / total
         print(
-            f"| {size} × {size} | {members} | {single * total * 1e3:.1f} ms "
+            f"| {size} × {size} | {total // size**2} | {single * total * 1e3:.1f} ms "
             f"| {single * 1e9:.2f} ns | {single / first:.2f}× "
             f"| {double * total * 1e3:.1f} ms | {double * 1e9:.2f} ns |"
+        )
+    for threads in (1, 2):
+        spread = [medians[size, threads] for size in sizes]
+        print(
+            f"\n{threads} thread{'s' * (threads > 1)}: slowest size per pixel "
+            f"{max(spread) / min(spread):.2f}× the fastest"
         )
 
 

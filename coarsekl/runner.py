@@ -272,7 +272,11 @@ class Engine:
         self.states = [
             self.layout.repeat(initial[group], part.stop - part.start) for part, group in self.tiles
         ]
-        self.masses = [problem.partition.block_sums(state) for state in self.states]
+        # Parallel loops only where no pool shares the cores: numba's OpenMP threads keep
+        # spinning for some milliseconds after a loop and would slow the pool's workers.
+        self.loop_threads = threads if self.pool is None else 1
+        with thread_budget(self.loop_threads):
+            self.masses = [problem.partition.block_sums(state) for state in self.states]
         self.proposals: list[np.ndarray | None] | None = (
             [None] * len(self.tiles) if keep_proposals else None
         )
@@ -290,7 +294,7 @@ class Engine:
         """Record step 0 (the initial states)."""
         self.recorder = recorder
         step = self.experiment.step_info(0)
-        with thread_budget(self.threads):
+        with thread_budget(self.loop_threads):
             for tile, state, masses in zip(self.tiles, self.states, self.masses, strict=True):
                 recorder.record(0, tile, step, state, masses, state, masses, None)
         recorder.snapshot(0, self.tiles, self.states)
@@ -301,7 +305,7 @@ class Engine:
         rngs = [self._random_for(tile) for tile in self.tiles]  # copies made before any draw
         tasks = range(len(self.tiles))
         if self.pool is None:
-            with thread_budget(self.threads):  # parallel loops in the compiled kernels
+            with thread_budget(self.loop_threads):  # parallel loops in the compiled kernels
                 for task in tasks:
                     self._advance_tile(task, index, step, rngs[task])
         else:
