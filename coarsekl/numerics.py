@@ -77,6 +77,24 @@ def reference_numerics() -> Iterator[None]:
         _forced_reference = previous
 
 
+THREADS_ENV = "COARSEKL_THREADS"
+_available_cpus: int | None = None
+
+
+def default_threads() -> int:
+    """``COARSEKL_THREADS`` if set, else the number of CPUs this process may use."""
+    value = os.environ.get(THREADS_ENV)
+    if value is not None:
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
+        return int(value)
+    global _available_cpus
+    if _available_cpus is None:
+        affinity = getattr(os, "sched_getaffinity", None)
+        _available_cpus = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    return _available_cpus
+
+
 _thread_state = threading.local()
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -111,32 +129,13 @@ def summation_pieces(values: int) -> int:
     return max(1, -(-values // SUM_PIECE_VALUES))
 
 
-THREADS_ENV = "COARSEKL_THREADS"
-_available_cpus: int | None = None
-
-
-def default_threads() -> int:
-    """``COARSEKL_THREADS`` if set, else the number of CPUs this process may use."""
-    value = os.environ.get(THREADS_ENV)
-    if value is not None:
-        if not value.isdigit() or int(value) < 1:
-            raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
-        return int(value)
-    global _available_cpus
-    if _available_cpus is None:
-        affinity = getattr(os, "sched_getaffinity", None)
-        _available_cpus = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
-    return _available_cpus
-
-
 def parallel_threads(values: int, cheap: bool = False) -> int:
     """How many threads a compiled parallel loop over ``values`` values (pixels, say) should
     use, ≥ 1: up to ``COARSEKL_THREADS`` (and the :func:`thread_budget`), each with at
     least ``PIECE_VALUES`` values (``CHEAP_PIECE_VALUES`` for a ``cheap`` loop: no log or
     exp); 1 in the runner's worker threads and where numba has no thread-safe threading
-    layer (its "workqueue" layer
-    aborts when two threads launch parallel loops at once). Sets numba's thread count for
-    the calling thread's next parallel loops to it."""
+    layer (its "workqueue" layer aborts when two threads launch parallel loops at once).
+    Sets numba's thread count for the calling thread's next parallel loops to it."""
     piece = CHEAP_PIECE_VALUES if cheap else PIECE_VALUES
     if values < 2 * piece:
         return 1
@@ -220,6 +219,18 @@ _recycled: dict[tuple, list[np.ndarray]] = {}
 _recycled_lock = threading.Lock()
 
 
+def _references_when_unused() -> int:
+    """The reference count :func:`recycled_empty` sees for an array that only its list
+    holds (the list, the loop's name, getrefcount's argument: 3 on CPython 3.11)."""
+    kept = [np.empty(0)]
+    for array in kept:
+        count = sys.getrefcount(array)
+    return count
+
+
+_UNUSED_REFERENCES = _references_when_unused()
+
+
 def recycled_empty(shape: tuple[int, ...], dtype: np.dtype | str = np.float64) -> np.ndarray:
     """``np.empty(shape, dtype)``, but a large array (≥ ``RECYCLE_BYTES``) reuses one handed
     out before that nothing refers to any more (not even a view).
@@ -235,9 +246,7 @@ def recycled_empty(shape: tuple[int, ...], dtype: np.dtype | str = np.float64) -
     with _recycled_lock:
         kept = _recycled.setdefault(key, [])
         for array in kept:
-            # References: the list, this loop's name and getrefcount's argument. Any more
-            # (a state, a view of it) and the array is still in use.
-            if sys.getrefcount(array) == 3:
+            if sys.getrefcount(array) <= _UNUSED_REFERENCES:  # no state, no view of it
                 return array
         array = np.empty(shape, dtype)
         kept.append(array)
