@@ -31,6 +31,7 @@ __all__ = [
     "compiled_enabled",
     "default_threads",
     "engine_worker",
+    "parallel_or_serial",
     "parallel_threads",
     "recycled_empty",
     "reference_numerics",
@@ -150,6 +151,13 @@ def parallel_threads(values: int, cheap: bool = False) -> int:
     global _parallel_started
     _parallel_started = True
     return threads
+
+
+def parallel_or_serial(serial, parallel, values: int, cheap: bool = False):
+    """``parallel`` (a compiled function with ``prange`` loops) where
+    :func:`parallel_threads` gives it more than one thread, else ``serial`` (the same loops
+    with ``range``): which of a kernel's two compilations to call."""
+    return parallel if parallel_threads(values, cheap) > 1 else serial
 
 
 # GNU OpenMP cannot run parallel loops in a child forked after the parent ran some (numba

@@ -240,7 +240,6 @@ class Engine:
         threads = default_threads() if threads is None else threads
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ConfigError(f"threads must be a positive integer, got {threads!r}")
-        self.threads = threads
         n_schemes, members = len(config.schemes), config.members
         scheme_bytes = self.layout.state_bytes
         member_bytes = n_schemes * scheme_bytes

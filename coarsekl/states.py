@@ -21,7 +21,7 @@ import numpy as np
 
 from coarsekl.ensemble import Ensemble, stack_ensembles
 from coarsekl.errors import PluginContractError
-from coarsekl.numerics import compiled_enabled, parallel_threads, summation_pieces
+from coarsekl.numerics import compiled_enabled, parallel_or_serial, summation_pieces
 
 __all__ = ["DistributionStates", "EnsembleStates", "Tolerances", "check_state"]
 
@@ -101,14 +101,18 @@ def _summary(state: np.ndarray, site_ndim: int) -> tuple[float, bool, bool]:
         from coarsekl import _compiled
 
         rows = state.reshape(-1, math.prod(state.shape[state.ndim - site_ndim :]))
-        pieces = summation_pieces(rows.shape[1])
-        if parallel_threads(rows.size, cheap=True) > 1:
-            return _compiled.state_summary_parallel(rows, pieces)
-        return _compiled.state_summary(rows, pieces)
-    totals = state.sum(axis=tuple(range(-site_ndim, 0)), dtype=np.float64)
-    finite = bool(np.isfinite(totals).all())
-    worst = float(np.abs(totals - 1).max()) if finite else np.nan
+        summary = parallel_or_serial(
+            _compiled.state_summary, _compiled.state_summary_parallel, rows.size, cheap=True
+        )
+        return summary(rows, summation_pieces(rows.shape[1]))
+    worst, finite = _deviation(state.sum(axis=tuple(range(-site_ndim, 0)), dtype=np.float64))
     return worst, finite and bool((state < 0).any()), finite
+
+
+def _deviation(totals: np.ndarray) -> tuple[float, bool]:
+    """(max |total − 1|, all totals finite); a NaN or inf anywhere makes its total so."""
+    finite = bool(np.isfinite(totals).all())
+    return (float(np.abs(totals - 1).max()) if finite else np.nan), finite
 
 
 @attrs.frozen
@@ -141,9 +145,7 @@ class DistributionStates:
         where = f"{who} at step {step}"
         state = _check_array(state, (*batch, *self.site_shape), where, self.dtype)
         masses, negatives = summarise(state)
-        totals = masses.sum(axis=-1)
-        finite = bool(np.isfinite(totals).all())  # a NaN or inf anywhere makes its sum so
-        worst = float(np.abs(totals - 1).max()) if finite else np.nan
+        worst, finite = _deviation(masses.sum(axis=-1))
         _judge(state, worst, negatives, finite, where, Tolerances.of(self.dtype))
         return state, problem.remember_block_masses(state, masses)
 

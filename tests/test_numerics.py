@@ -117,6 +117,15 @@ def test_parallel_threads_keep_to_the_budget_and_to_one_in_engine_workers(tiny_p
     assert tiny_pieces.parallel_threads(10**6) == 2
 
 
+def test_parallel_or_serial_picks_the_compilation_the_thread_count_calls_for(tiny_pieces):
+    pick = tiny_pieces.parallel_or_serial
+    assert pick("serial", "parallel", 10**6) == "parallel"
+    assert pick("serial", "parallel", 19) == "serial"
+    assert pick("serial", "parallel", 150, cheap=True) == "serial"
+    with tiny_pieces.engine_worker():
+        assert pick("serial", "parallel", 10**6) == "serial"
+
+
 def test_sums_are_cut_by_their_size_alone_so_threads_do_not_change_rounding(monkeypatch):
     from coarsekl import numerics
 

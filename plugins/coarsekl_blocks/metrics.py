@@ -12,7 +12,7 @@ import attrs
 import numpy as np
 
 from coarsekl.errors import ConfigError
-from coarsekl.numerics import compiled_enabled, parallel_threads, summation_pieces
+from coarsekl.numerics import compiled_enabled, parallel_or_serial, summation_pieces
 from coarsekl.problem import Problem
 from coarsekl.schedules import Step
 from coarsekl_blocks.vdelta import kl_divergence, project_masses
@@ -43,11 +43,10 @@ class WithinBlockV:
 
             batch = state.shape[: state.ndim - len(partition.site_shape)]
             rows = state.reshape(-1, int(np.prod(partition.site_shape)))
-            pieces = summation_pieces(rows.shape[1])
-            if parallel_threads(rows.size) > 1:
-                pixel_term = _compiled.entropy_sums_parallel(rows, pieces).sum(axis=-1)
-            else:
-                pixel_term = _compiled.entropy_sums(rows, pieces).sum(axis=-1)
+            entropy_sums = parallel_or_serial(
+                _compiled.entropy_sums, _compiled.entropy_sums_parallel, rows.size
+            )
+            pixel_term = entropy_sums(rows, summation_pieces(rows.shape[1])).sum(axis=-1)
             from scipy.special import xlogy  # one ufunc for w log w with 0 log 0 = 0
 
             log_sizes = problem.memo("log-block-sizes", lambda: np.log(partition.block_sizes))

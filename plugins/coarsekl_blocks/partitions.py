@@ -8,7 +8,7 @@ import attrs
 import numpy as np
 
 from coarsekl.errors import ConfigError, DataError
-from coarsekl.numerics import compiled_enabled, parallel_threads, recycled_empty
+from coarsekl.numerics import compiled_enabled, parallel_or_serial, recycled_empty
 
 __all__ = ["BlockGrid", "LabelMap"]
 
@@ -92,11 +92,10 @@ class BlockGrid:
             from coarsekl_blocks import _compiled
 
             rows, cols = self.blocks
-            batch = values.reshape(-1, *self.shape)
-            if parallel_threads(values.size, cheap=True) > 1:
-                sums, negatives = _compiled.grid_block_sums_parallel(batch, rows, cols)
-            else:
-                sums, negatives = _compiled.grid_block_sums(batch, rows, cols)
+            block_sums = parallel_or_serial(
+                _compiled.grid_block_sums, _compiled.grid_block_sums_parallel, values.size, True
+            )
+            sums, negatives = block_sums(values.reshape(-1, *self.shape), rows, cols)
             return sums.reshape(*values.shape[:-2], rows * cols), int(negatives)
         return self.block_sums(values), int(np.count_nonzero(values < 0))
 
@@ -113,11 +112,10 @@ class BlockGrid:
         if factors.shape != (*values.shape[:-2], rows * cols):
             factors = np.broadcast_to(factors, (*values.shape[:-2], rows * cols))
         out = recycled_empty(batch.shape, batch.dtype)
-        factors = factors.reshape(-1, rows * cols)
-        if parallel_threads(batch.size, cheap=True) > 1:
-            _compiled.grid_scale_blocks_parallel(batch, factors, rows, cols, out)
-        else:
-            _compiled.grid_scale_blocks(batch, factors, rows, cols, out)
+        scale = parallel_or_serial(
+            _compiled.grid_scale_blocks, _compiled.grid_scale_blocks_parallel, batch.size, True
+        )
+        scale(batch, factors.reshape(-1, rows * cols), rows, cols, out)
         return out.reshape(values.shape)
 
     def broadcast(self, block_values: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import attrs
 import numpy as np
 
 from coarsekl.errors import ConfigError
-from coarsekl.numerics import compiled_enabled, parallel_threads, recycled_empty
+from coarsekl.numerics import compiled_enabled, parallel_or_serial, recycled_empty
 from coarsekl.problem import Problem
 from coarsekl.random import MemberRandom
 from coarsekl.schedules import Schedule, Step, non_negative_schedule, schedule_field
@@ -71,10 +71,9 @@ class GeometricMean:
             # Large images in bands of rows that threads share; the bands depend on the
             # image size alone, so results do not depend on the number of threads.
             bands = max(1, batch.shape[1] // BAND_ROWS)
-            if parallel_threads(batch.size) > 1:
-                geometric_mean = _compiled.geometric_mean_parallel
-            else:
-                geometric_mean = _compiled.geometric_mean
+            geometric_mean = parallel_or_serial(
+                _compiled.geometric_mean, _compiled.geometric_mean_parallel, batch.size
+            )
             geometric_mean(batch, log_data, beta, self.floor, weights, out, bands)
             return out.reshape(state.shape)
         log_mix = np.log(np.maximum(state, self.floor))
