@@ -18,6 +18,28 @@ FAST = {**JIT, "fastmath": {"reassoc", "contract"}}
 BLOCK = 256  # particles per block of the small-d kernel: its buffers stay in L1/L2
 
 
+@numba.njit(inline="always", **FAST)
+def _quadratic_forms(block, size, mean, precision, diff, solved, quad):
+    """For the first ``size`` rows x_i of ``block``: diff = x_i − m and solved =
+    P(x_i − m), both (d, BLOCK) particle-last, and quad[i] = (x_i − m)·P(x_i − m)."""
+    dim = mean.size
+    for j in range(dim):
+        centre, row = mean[j], diff[j]
+        for i in range(size):
+            row[i] = block[i, j] - centre
+    quad[:size] = 0.0
+    for j in range(dim):
+        row = solved[j]
+        row[:size] = 0.0
+        for k in range(dim):
+            entry, column = precision[j, k], diff[k]
+            for i in range(size):
+                row[i] += entry * column[i]
+        column = diff[j]
+        for i in range(size):
+            quad[i] += column[i] * row[i]
+
+
 @numba.njit(**FAST)
 def score_and_posteriors_small(x, means, precisions, log_norm, score, posteriors):
     """Score and class posteriors of (N, d) ``x`` for small d, into ``score`` (N, d) and
@@ -42,21 +64,7 @@ def score_and_posteriors_small(x, means, precisions, log_norm, score, posteriors
         block = x[start : start + size]
         top[:size] = -np.inf
         for c in range(components):
-            for j in range(dim):
-                mean, row = means[c, j], diff[j]
-                for i in range(size):
-                    row[i] = block[i, j] - mean
-            quad[:size] = 0.0
-            for j in range(dim):
-                row = solved[c, j]
-                row[:size] = 0.0
-                for k in range(dim):
-                    entry, column = precisions[c, j, k], diff[k]
-                    for i in range(size):
-                        row[i] += entry * column[i]
-                column = diff[j]
-                for i in range(size):
-                    quad[i] += column[i] * row[i]
+            _quadratic_forms(block, size, means[c], precisions[c], diff, solved[c], quad)
             offset, values = log_norm[c], joint[c]
             for i in range(size):
                 value = offset - 0.5 * quad[i]
@@ -128,7 +136,7 @@ def classify_small(x, means, precisions, log_norm, labels):
     count, dim = x.shape
     components = means.shape[0]
     diff = np.empty((dim, BLOCK))
-    solved = np.empty(BLOCK)
+    solved = np.empty((dim, BLOCK))
     quad = np.empty(BLOCK)
     top = np.empty(BLOCK)
     best = np.empty(BLOCK, dtype=np.intp)
@@ -138,20 +146,7 @@ def classify_small(x, means, precisions, log_norm, labels):
         top[:size] = -np.inf
         best[:size] = 0
         for c in range(components):
-            for j in range(dim):
-                mean, row = means[c, j], diff[j]
-                for i in range(size):
-                    row[i] = block[i, j] - mean
-            quad[:size] = 0.0
-            for j in range(dim):
-                solved[:size] = 0.0
-                for k in range(dim):
-                    entry, column = precisions[c, j, k], diff[k]
-                    for i in range(size):
-                        solved[i] += entry * column[i]
-                column = diff[j]
-                for i in range(size):
-                    quad[i] += column[i] * solved[i]
+            _quadratic_forms(block, size, means[c], precisions[c], diff, solved, quad)
             offset = log_norm[c]
             for i in range(size):
                 value = offset - 0.5 * quad[i]
