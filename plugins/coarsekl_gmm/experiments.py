@@ -307,10 +307,7 @@ def run_samplers(
 ) -> list[Path]:
     """``coarsekl run gmm-samplers``: write ``gmm-samplers.nc`` and its figures."""
     ds = sampler_study(settings, progress=progress)
-    written = [save_trajectory(ds, Path(folder) / "gmm-samplers.nc")]
-    if figures:
-        written += save_sampler_figures(ds, folder)
-    return written
+    return _write_study(ds, folder, "gmm-samplers", save_sampler_figures if figures else None)
 
 
 @attrs.frozen(kw_only=True)
@@ -476,7 +473,12 @@ def run_guidance(
 ) -> list[Path]:
     """``coarsekl run gmm-guidance``: write ``gmm-guidance.nc`` and its figures."""
     ds = guidance_study(settings, progress=progress)
-    written = [save_trajectory(ds, Path(folder) / "gmm-guidance.nc")]
-    if figures:
-        written += save_guidance_figures(ds, folder)
+    return _write_study(ds, folder, "gmm-guidance", save_guidance_figures if figures else None)
+
+
+def _write_study(ds, folder: str | Path, name: str, save_figures) -> list[Path]:
+    """``name``.nc in ``folder``, then the figures ``save_figures(ds, folder)`` (if any)."""
+    written = [save_trajectory(ds, Path(folder) / f"{name}.nc")]
+    if save_figures is not None:
+        written += save_figures(ds, folder)
     return written
