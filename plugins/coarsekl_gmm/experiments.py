@@ -97,7 +97,7 @@ def sampler_study(settings: SamplerSettings | None = None, progress: bool = Fals
     shape = (len(SAMPLERS), len(settings.steps))
     distances = {name: np.full(shape, np.nan) for name in metrics}
     errors = np.full(shape, np.nan)
-    shown = 2_000
+    shown = min(2_000, settings.particles)  # final positions kept for the figures
     finals = np.zeros((*shape, shown, 2))
 
     def kernel(name: str, steps: int) -> dict:
