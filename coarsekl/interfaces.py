@@ -97,7 +97,8 @@ class Kernel(Protocol):
     def step(
         self, state: np.ndarray, problem: Problem, step: Step, rng: MemberRandom
     ) -> np.ndarray:
-        """Return the next state, same shape as ``state``, non-negative, normalised."""
+        """Return the next state, same shape as ``state``, non-negative, normalised: a new
+        array (or ``state`` itself), which the runner may then write into."""
 
 
 @attrs.frozen
@@ -145,6 +146,18 @@ class Metric(Protocol):
 
     def compute(self, state: np.ndarray, problem: Problem, step: Step) -> np.ndarray:
         """Evaluate on a batch of states."""
+
+    # Optional, for metrics of the block masses alone (V_δ, E_block):
+    #
+    #     def from_block_masses(self, masses, problem, steps) -> np.ndarray:
+    #         """The metric from block masses (..., step, K), float64, along ``steps``
+    #         (the Step of each position of the step axis) -> (..., step), or
+    #         (..., step, K) for per_block metrics."""
+    #
+    # When the reference masses stay fixed during a run (Problem.reference_is_fixed), the
+    # runner then evaluates the metric once, at the end of the run, over the recorded block
+    # masses of every step, instead of calling ``compute`` at every step. It must give
+    # what ``compute`` gives on states with those block masses.
 
 
 @runtime_checkable

@@ -80,14 +80,18 @@ def reference_numerics() -> Iterator[None]:
 
 THREADS_ENV = "COARSEKL_THREADS"
 _available_cpus: int | None = None
+_checked_threads: list = [None, 0]  # the last value of COARSEKL_THREADS read, parsed
 
 
 def default_threads() -> int:
     """``COARSEKL_THREADS`` if set, else the number of CPUs this process may use."""
     value = os.environ.get(THREADS_ENV)
     if value is not None:
+        if value == _checked_threads[0]:  # read in every hot loop: parse each value once
+            return _checked_threads[1]
         if not value.isdigit() or int(value) < 1:
             raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
+        _checked_threads[:] = [value, int(value)]
         return int(value)
     global _available_cpus
     if _available_cpus is None:
@@ -101,18 +105,27 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
-@contextlib.contextmanager
-def thread_budget(threads: int) -> Iterator[None]:
-    """Inside the block, parallel work started from the calling thread (numba's parallel
-    loops, :func:`split_rows`) uses at most ``threads`` threads."""
-    previous, _thread_state.budget = getattr(_thread_state, "budget", None), threads
-    try:
-        yield
-    finally:
-        _thread_state.budget = previous
+class thread_budget:  # lower case: used like a function, ``with thread_budget(2):``
+    """Inside the ``with`` block, parallel work started from the calling thread (numba's
+    parallel loops, :func:`split_rows`) uses at most ``threads`` threads.
+
+    (A class, not a generator: the runner enters one every step, and this costs a tenth.)"""
+
+    __slots__ = ("allowed", "previous")
+
+    def __init__(self, threads: int) -> None:
+        # Capped by COARSEKL_THREADS as it is on entry: hot loops then read one number.
+        self.allowed = min(threads, default_threads())
+
+    def __enter__(self) -> None:
+        self.previous = getattr(_thread_state, "budget", None)
+        _thread_state.budget = self.allowed
+
+    def __exit__(self, *exc_info) -> None:
+        _thread_state.budget = self.previous
 
 
-def engine_worker() -> contextlib.AbstractContextManager[None]:
+def engine_worker() -> thread_budget:
     """Mark the calling thread as one of the runner's workers: parallel work then runs in
     one piece (the other cores are busy with other tiles)."""
     return thread_budget(1)
@@ -120,7 +133,7 @@ def engine_worker() -> contextlib.AbstractContextManager[None]:
 
 def _threads_allowed() -> int:
     budget = getattr(_thread_state, "budget", None)
-    return default_threads() if budget is None else min(budget, default_threads())
+    return default_threads() if budget is None else budget
 
 
 def summation_pieces(values: int) -> int:
@@ -145,9 +158,13 @@ def parallel_threads(values: int, cheap: bool = False) -> int:
         return 1
     import numba
 
-    threads = min(threads, numba.config.NUMBA_NUM_THREADS)
-    if numba.get_num_threads() != threads:  # numba's count is the calling thread's own
+    threads = min(threads, _numba_threads)
+    # numba's count is the calling thread's own; asking numba for it costs a microsecond,
+    # so the count this thread last set is remembered (a count set elsewhere changes only
+    # the speed of the next loop, not its results).
+    if getattr(_thread_state, "numba_threads", None) != threads:
         numba.set_num_threads(threads)
+        _thread_state.numba_threads = threads
     global _parallel_started
     _parallel_started = True
     return threads
@@ -178,15 +195,17 @@ if hasattr(os, "register_at_fork"):
 
 
 _threadsafe: bool | None = None
+_numba_threads = 1  # the most threads numba's parallel loops may use (NUMBA_NUM_THREADS)
 
 
 def _threadsafe_layer() -> bool:
     """True when numba's parallel loops run on a layer that several threads may launch at
     once: TBB or OpenMP (not "workqueue")."""
-    global _threadsafe
+    global _threadsafe, _numba_threads
     if _threadsafe is None:
         import numba
 
+        _numba_threads = numba.config.NUMBA_NUM_THREADS
         chosen = numba.config.THREADING_LAYER
         candidates = {"tbb": ["tbbpool"], "omp": ["omppool"]}.get(
             chosen, [] if chosen == "workqueue" else ["tbbpool", "omppool"]

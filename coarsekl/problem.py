@@ -178,6 +178,12 @@ class Problem:
         """The reference in the coarse quantity's units, shape (K,)."""
         return self.reference_masses * self.scale
 
+    @property
+    def reference_is_fixed(self) -> bool:
+        """True when :meth:`reference_for` is ``reference_masses`` for every state (always,
+        except for particle ensembles whose target moves with the noise level)."""
+        return not self.is_distribution or self.quantity.reference is not None
+
     def reference_for(self, state: Any = None) -> np.ndarray:
         """w^ref for ``state``, (K,): ``reference_masses``, except for a particle ensemble at
         signal level ᾱ < 1 whose partition knows the block masses of the exact noised data

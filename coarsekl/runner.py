@@ -286,6 +286,7 @@ class Engine:
         ]
         provider = experiment.providers[f"kernel {config.kernel.kind}"]
         self.kernel_name = f"kernel {config.kernel.kind!r} ({provider})"
+        self.projector_name = f"projector {config.projector.kind!r}" if config.projector else ""
         self.tolerances = Tolerances.of(config.dtype)
         self.recorder: _Recorder | None = None
 
@@ -295,7 +296,8 @@ class Engine:
         step = self.experiment.step_info(0)
         with thread_budget(self.loop_threads):
             for tile, state, masses in zip(self.tiles, self.states, self.masses, strict=True):
-                recorder.record(0, tile, step, state, masses, state, masses, None)
+                recorder.record_proposal(0, tile, step, state, masses)
+                recorder.record(0, tile, step, state, masses, None)
         recorder.snapshot(0, self.tiles, self.states)
 
     def advance(self, index: int) -> None:
@@ -325,7 +327,7 @@ class Engine:
 
     def _advance_tile(self, task: int, index: int, step: Step, rng: MemberRandom) -> None:
         experiment, tile = self.experiment, self.tiles[task]
-        problem, config = experiment.problem, experiment.config
+        problem, recorder = experiment.problem, self.recorder
         state, masses = self.states[task], self.masses[task]
         proposal = experiment.kernel.step(state, problem, step, rng)
         batch = state.shape[:2]
@@ -339,34 +341,44 @@ class Engine:
                     f"{self.kernel_name} declares block_preserving but changed a block mass by "
                     f"{drift:.3g} at step {index}; fix the kernel or set block_preserving = False"
                 )
-        clipped = np.zeros(masses.shape, dtype=bool)
-        projected = self.projected[task]
-        if projected:
-            schemes = [proposal[i] for i in range(state.shape[0])]
-            new_masses = proposal_masses.copy()  # an unprojected scheme keeps its masses
-            who = f"projector {config.projector.kind!r}"
-            for i in projected:
-                problem.remember_block_masses(schemes[i], proposal_masses[i])  # the projector's
-                if self.projector_rngs is None:
-                    projection = experiment.projector.project(schemes[i], problem, step)
-                else:
-                    group = tile[1]
-                    rng = self.projector_rngs[group.start, group.stop]
-                    projection = experiment.projector.project(schemes[i], problem, step, rng=rng)
-                schemes[i], new_masses[i] = self.layout.check_and_sum(
-                    projection.state, batch[1:], who, index, problem
-                )
-                clipped[i] = projection.clipped
-            new_state = self.layout.stack(schemes)
-            new_masses = problem.remember_block_masses(new_state, new_masses)
-        else:
-            new_state, new_masses = proposal, proposal_masses
-        self.states[task], self.masses[task] = new_state, new_masses
+        recorder.record_proposal(index, tile, step, proposal, proposal_masses)
         if self.proposals is not None:
             self.proposals[task] = proposal
-        self.recorder.record(
-            index, tile, step, new_state, new_masses, proposal, proposal_masses, clipped
+        projected = self.projected[task]
+        if projected:
+            new_state, new_masses, clipped = self._project(task, index, step, proposal)
+        else:
+            new_state, new_masses, clipped = proposal, proposal_masses, None
+        self.states[task], self.masses[task] = new_state, new_masses
+        recorder.record(index, tile, step, new_state, new_masses, clipped)
+
+    def _project(self, task: int, index: int, step: Step, proposal):
+        """Project the 'proj' schemes of a tile's proposal: (state, masses, clipped)."""
+        experiment, problem = self.experiment, self.experiment.problem
+        proposal_masses = problem.block_masses(proposal)
+        new_masses = proposal_masses.copy()  # an unprojected scheme keeps its masses
+        clipped = np.zeros(proposal_masses.shape, dtype=bool)
+        projected = {}
+        for i in self.projected[task]:
+            scheme = proposal[i]
+            problem.remember_block_masses(scheme, proposal_masses[i])  # for the projector
+            if self.projector_rngs is None:
+                projection = experiment.projector.project(scheme, problem, step)
+            else:
+                group = self.tiles[task][1]
+                rng = self.projector_rngs[group.start, group.stop]
+                projection = experiment.projector.project(scheme, problem, step, rng=rng)
+            projected[i], new_masses[i] = self.layout.check_and_sum(
+                projection.state, proposal.shape[1:2], self.projector_name, index, problem
+            )
+            clipped[i] = projection.clipped
+        # The proposal itself becomes the new batch where nothing else needs it (no
+        # callback keeps it, and the kernel did not return a view of its input).
+        reuse = self.proposals is None and not self.layout.shares_memory(
+            proposal, self.states[task]
         )
+        new_state = self.layout.replace_schemes(proposal, projected, in_place=reuse)
+        return new_state, problem.remember_block_masses(new_state, new_masses), clipped
 
     def state(self):
         """The whole batch ``(scheme, member, *site_shape)`` (a new array or Ensemble)."""
@@ -458,51 +470,93 @@ class _StreamedSnapshots:
 
 
 class _Recorder:
-    """Preallocated arrays for every recorded variable; ``dataset()`` labels them."""
+    """Preallocated arrays for every recorded variable; ``dataset()`` labels them.
+
+    Metrics that can be computed from block masses alone (``from_block_masses``) are, when
+    the reference masses stay fixed during the run, evaluated once at the end over every
+    step at once from the recorded block masses, instead of once per step.
+    """
 
     def __init__(self, experiment: BuiltExperiment, snapshots) -> None:
-        config, partition = experiment.config, experiment.problem.partition
+        config, problem = experiment.config, experiment.problem
         self.experiment = experiment
         self.snapshots = snapshots
         shape = (len(config.schemes), config.members, config.steps + 1)
-        n_blocks = partition.n_blocks
+        n_blocks = problem.partition.n_blocks
         self.arrays: dict[str, np.ndarray] = {
             "block_mass": np.zeros((*shape, n_blocks)),
             "leak": np.zeros(shape),
             "clipped": np.zeros((*shape, n_blocks), dtype=bool),
         }
-        self.before = [n for n, m in experiment.metrics.items() if m.record_before_projection]
-        for name, metric in experiment.metrics.items():
+        metrics = experiment.metrics
+        self.before = [n for n, m in metrics.items() if m.record_before_projection]
+        for name, metric in metrics.items():
             full = (*shape, n_blocks) if metric.per_block else shape
             self.arrays[name] = np.zeros(full)
             if name in self.before:
                 self.arrays[f"{name}_pre"] = np.zeros(full)
+        fixed_reference = problem.reference_is_fixed
+        self.from_masses = [
+            n for n, m in metrics.items() if fixed_reference and hasattr(m, "from_block_masses")
+        ]
+        self.per_step = [n for n in metrics if n not in self.from_masses]
+        self.per_step_before = [n for n in self.before if n in self.per_step]
+        self.masses_before = None  # block masses before the projection, if a metric needs them
+        if any(name in self.before for name in self.from_masses):
+            self.masses_before = np.zeros((*shape, n_blocks))
         self.tolerances = np.full(config.steps + 1, np.nan)
         self.alpha_bar = self.target_mass = None
-        if experiment.problem.is_distribution:  # the target moves with the noise level
+        if problem.is_distribution:  # the target moves with the noise level
             self.alpha_bar = np.full(config.steps + 1, np.nan)
             self.target_mass = np.full((config.steps + 1, n_blocks), np.nan)
 
-    def record(self, index, tile, step, state, masses, proposal, proposal_masses, clipped) -> None:
-        """Record step ``index`` for ``tile`` = (schemes, members), two slices."""
+    def record_proposal(self, index, tile, step, proposal, proposal_masses) -> None:
+        """Record what the kernel returned at step ``index`` for ``tile`` = (schemes,
+        members): the leak of block mass and the metrics recorded before the projection."""
+        arrays, problem = self.arrays, self.experiment.problem
+        schemes, members = tile
+        previous = arrays["block_mass"][schemes, members, max(index - 1, 0)]
+        arrays["leak"][schemes, members, index] = np.abs(proposal_masses - previous).sum(axis=-1)
+        if self.masses_before is not None:
+            self.masses_before[schemes, members, index] = proposal_masses
+        for name in self.per_step_before:
+            value = self._evaluate(name, proposal, problem, step)
+            arrays[f"{name}_pre"][schemes, members, index] = value
+
+    def record(self, index, tile, step, state, masses, clipped) -> None:
+        """Record the state after step ``index`` for ``tile`` = (schemes, members)."""
         arrays, problem = self.arrays, self.experiment.problem
         schemes, members = tile
         arrays["block_mass"][schemes, members, index] = masses
-        previous = arrays["block_mass"][schemes, members, max(index - 1, 0)]
-        arrays["leak"][schemes, members, index] = np.abs(proposal_masses - previous).sum(axis=-1)
         if clipped is not None:
             arrays["clipped"][schemes, members, index] = clipped
-        for name, metric in self.experiment.metrics.items():
-            value = self._evaluate(name, metric, state, problem, step)
-            arrays[name][schemes, members, index] = value
-            if name in self.before:
-                value = self._evaluate(name, metric, proposal, problem, step)
-                arrays[f"{name}_pre"][schemes, members, index] = value
+        for name in self.per_step:
+            arrays[name][schemes, members, index] = self._evaluate(name, state, problem, step)
         if step.tolerance is not None:
             self.tolerances[index] = step.tolerance
         if self.alpha_bar is not None:
             self.alpha_bar[index] = state.alpha_bar
             self.target_mass[index] = problem.reference_for(state)
+
+    def _finish(self) -> None:
+        """Evaluate the metrics computed from block masses over all steps at once."""
+        experiment = self.experiment
+        for name in self.from_masses:
+            metric = experiment.metrics[name]
+            sources = {name: self.arrays["block_mass"]}
+            if name in self.before:
+                sources[f"{name}_pre"] = self.masses_before
+            for variable, masses in sources.items():
+                value = np.asarray(
+                    metric.from_block_masses(masses, experiment.problem, experiment.steps)
+                )
+                expected = self.arrays[variable].shape
+                if value.shape != expected:
+                    raise PluginContractError(
+                        f"metric {name!r} returned shape {value.shape} from block masses of "
+                        f"shape {masses.shape}, expected {expected}"
+                    )
+                self.arrays[variable][...] = value
 
     def snapshot(self, index: int, tiles: list, states: list[np.ndarray]) -> None:
         """Keep the state of step ``index`` if it is a snapshot step, tile by tile."""
@@ -510,7 +564,8 @@ class _Recorder:
             for tile, state in zip(tiles, states, strict=True):
                 self.snapshots.write(index, tile, state)
 
-    def _evaluate(self, name, metric, state, problem, step) -> np.ndarray:
+    def _evaluate(self, name, state, problem, step) -> np.ndarray:
+        metric = self.experiment.metrics[name]
         value = np.asarray(metric.compute(state, problem, step))
         expected = state.shape[:2] + ((problem.partition.n_blocks,) if metric.per_block else ())
         if value.shape != expected:
@@ -532,6 +587,7 @@ class _Recorder:
                     raise PluginContractError(f"metric {name!r} returned NaN at step {first}")
 
     def dataset(self):
+        self._finish()
         self._check_metrics()
         import xarray as xr
 

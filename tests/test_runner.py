@@ -6,6 +6,7 @@ from tests.plugins import contract_breakers
 
 import coarsekl
 from coarsekl.errors import ConfigError, DataError, InfeasibleTargetError, PluginContractError
+from coarsekl.runner import build_experiment
 
 
 @pytest.fixture(scope="module")
@@ -275,6 +276,69 @@ def test_a_metric_returning_nan_is_named(plugin_manager, small_config):
         coarsekl.run(config, plugin_manager=plugin_manager)
 
 
+@pytest.mark.parametrize(
+    "delta", [0.01, {"schedule": "linear", "start": 0.05, "stop": 0.005}], ids=["fixed", "linear"]
+)
+def test_metrics_of_block_masses_equal_compute_on_every_recorded_state(small_config, delta):
+    """V_δ and E_block come from the recorded block masses at the end of the run; they are
+    what ``compute`` gives on the states themselves, after and before each projection."""
+    config = coarsekl.load_config(
+        small_config(record__snapshots=list(range(7)), projector__delta=delta)
+    )
+    proposals = {}
+    ds = coarsekl.run(config, callback=lambda info: proposals.update({info["step"]: info}))
+    experiment = build_experiment(config, coarsekl.get_registry())
+    for name in ("V_delta", "E_block"):
+        metric = experiment.metrics[name]
+        for step in experiment.steps:
+            state = ds.state.sel(snapshot=step.index).values
+            expected = metric.compute(state, experiment.problem, step)
+            np.testing.assert_allclose(ds[name].sel(step=step.index), expected, rtol=1e-13)
+            if step.index > 0:
+                proposal = proposals[step.index]["proposal"]
+                expected = metric.compute(proposal, experiment.problem, step)
+                recorded = ds[f"{name}_pre"].sel(step=step.index)
+                np.testing.assert_allclose(recorded, expected, rtol=1e-13)
+
+
+def test_metrics_of_block_masses_are_evaluated_once_from_the_recorded_masses(
+    plugin_manager, small_config
+):
+    config = small_config(record__metrics=["V", "coarse_probe"])
+    ds = coarsekl.run(config, plugin_manager=plugin_manager)
+    steps = np.arange(7.0)
+    np.testing.assert_array_equal(ds.coarse_probe, np.broadcast_to(steps, (2, 2, 7)))
+    np.testing.assert_array_equal(ds.coarse_probe_pre, np.broadcast_to(steps, (2, 2, 7)))
+    with pytest.raises(PluginContractError, match="metric 'coarse_misshapen' returned shape"):
+        coarsekl.run(
+            small_config(record__metrics=["coarse_misshapen"]), plugin_manager=plugin_manager
+        )
+
+
+@pytest.mark.parametrize("view", [False, True], ids=["itself", "view"])
+def test_a_kernel_returning_its_input_leaves_earlier_states_alone(
+    plugin_manager, small_config, view
+):
+    """The runner writes projected schemes into the kernel's output when nothing else holds
+    it; a kernel that returns its input (or a view of it) gets a copy instead."""
+    copying = coarsekl.run(
+        small_config(kernel={"kind": "broken", "at": 100}), plugin_manager=plugin_manager
+    )
+    same = coarsekl.run(
+        small_config(kernel={"kind": "same-array", "view": view}), plugin_manager=plugin_manager
+    )
+    assert_same_trajectory(same, copying)
+    states = []
+    coarsekl.run(
+        small_config(kernel={"kind": "same-array", "view": view}),
+        plugin_manager=plugin_manager,
+        callback=lambda info: states.append((info["state"], info["proposal"])),
+    )
+    first_state, first_proposal = states[0]
+    assert not np.array_equal(first_state[1], first_proposal[1])  # the projection changed it
+    np.testing.assert_array_equal(first_state[0], first_proposal[0])  # base: unprojected
+
+
 # --- Performance paths give the same trajectory -------------------------------------------
 
 RECORDED = ("V", "V_delta", "E_block", "mse", "block_mass", "leak", "state")
@@ -316,7 +380,7 @@ def test_parallel_loops_in_the_kernels_do_not_change_the_numbers(small_config, m
 def test_schemes_split_across_threads_still_share_their_random_numbers(small_config):
     """One member on two threads: base and proj run as separate tiles, proj drawing from
     a copy of the member's generator. Numbers must equal the single-threaded run's."""
-    from coarsekl.runner import Engine, build_experiment
+    from coarsekl.runner import Engine
 
     noisy = {"kind": "unsharp-mask", "alpha": 0.1, "sigma": 1.0, "noise": 0.2}
     big = {"kind": "checkerboard", "shape": [256, 256], "blocks": [4, 4]}

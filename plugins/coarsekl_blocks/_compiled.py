@@ -318,23 +318,41 @@ def _entropy_piece(values, task, pieces, partial):
     partial[task] = total
 
 
+@numba.njit(**INLINE_SUMS)
+def _within_block_v_rows(partial, masses, log_sizes, pieces):
+    """V per row from the pieces' Σ p log p: Σ_x p log p − Σ_j w_j log(w_j / |Ω_j|)."""
+    v = np.empty(masses.shape[0])
+    for b in range(v.size):
+        pixel_term = 0.0
+        for task in range(b * pieces, (b + 1) * pieces):
+            pixel_term += partial[task]
+        coarse_term = 0.0
+        for j in range(log_sizes.size):
+            w = masses[b, j]
+            if w > 0.0:  # 0 log 0 = 0
+                coarse_term += w * (np.log(w) - log_sizes[j])
+        v[b] = max(pixel_term - coarse_term, 0.0)  # rounding may leave −1e−17 where V = 0
+    return v
+
+
 @numba.njit(**FAST_SUMS)
-def entropy_sums(values, pieces):
-    """Σ_i p_i log p_i over each row of (batch, N) ``values`` (0 log 0 = 0), in float64,
-    each row summed in ``pieces`` pieces: (batch, pieces)."""
+def within_block_v(values, masses, log_sizes, pieces):
+    """V(p) = Σ_x p log p − Σ_j w_j log(w_j / |Ω_j|) for each row of (batch, N) ``values``
+    with block masses (batch, K) and log block sizes (K,): (batch,), float64; the pixel
+    sums are taken in ``pieces`` pieces per row."""
     partial = np.empty(values.shape[0] * pieces)
     for task in range(partial.size):
         _entropy_piece(values, task, pieces, partial)
-    return partial.reshape(values.shape[0], pieces)
+    return _within_block_v_rows(partial, masses, log_sizes, pieces)
 
 
 @numba.njit(parallel=True, **FAST_SUMS)
-def entropy_sums_parallel(values, pieces):
-    """:func:`entropy_sums` with the pieces shared among numba's threads."""
+def within_block_v_parallel(values, masses, log_sizes, pieces):
+    """:func:`within_block_v` with the pieces shared among numba's threads."""
     partial = np.empty(values.shape[0] * pieces)
     for task in numba.prange(partial.size):
         _entropy_piece(values, task, pieces, partial)
-    return partial.reshape(values.shape[0], pieces)
+    return _within_block_v_rows(partial, masses, log_sizes, pieces)
 
 
 @numba.njit(**FAST_SUMS)

@@ -6,6 +6,8 @@ Every ``compute`` takes a batch of states ``(..., *site_shape)`` and returns ``(
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import ClassVar
 
 import attrs
@@ -38,20 +40,19 @@ class WithinBlockV:
         masses = problem.block_masses(state)
         if compiled_enabled():
             # V = Σ_x p log p − Σ_j w_j log(w_j / |Ω_j|): one pass over the pixels, no
-            # broadcast array. Rounding can leave a tiny negative value where V = 0.
+            # broadcast array.
             from coarsekl_blocks import _compiled
 
-            batch = state.shape[: state.ndim - len(partition.site_shape)]
-            rows = state.reshape(-1, int(np.prod(partition.site_shape)))
-            entropy_sums = parallel_or_serial(
-                _compiled.entropy_sums, _compiled.entropy_sums_parallel, rows.size
-            )
-            pixel_term = entropy_sums(rows, summation_pieces(rows.shape[1])).sum(axis=-1)
-            from scipy.special import xlogy  # one ufunc for w log w with 0 log 0 = 0
-
+            site_size = problem.memo("site-size", lambda: math.prod(partition.site_shape))
             log_sizes = problem.memo("log-block-sizes", lambda: np.log(partition.block_sizes))
-            coarse = xlogy(masses, masses).sum(axis=-1) - masses @ log_sizes
-            return np.maximum(pixel_term.reshape(batch) - coarse, 0.0)
+            rows = state.reshape(-1, site_size)
+            within_block_v = parallel_or_serial(
+                _compiled.within_block_v, _compiled.within_block_v_parallel, rows.size
+            )
+            v = within_block_v(
+                rows, masses.reshape(-1, masses.shape[-1]), log_sizes, summation_pieces(site_size)
+            )
+            return v.reshape(masses.shape[:-1])
         # |Ω_j| / w_j: p(x) times it is p(x | j) / u_j(x); empty blocks hold no p to weigh.
         inverse_uniform = np.divide(
             partition.block_sizes, masses, out=np.zeros_like(masses), where=masses > 0
@@ -73,14 +74,34 @@ class VDelta:
     record_before_projection: ClassVar[bool] = True
 
     def compute(self, state: np.ndarray, problem: Problem, step: Step) -> np.ndarray:
-        if step.tolerance is None:
-            raise ConfigError(
-                "the metric 'V_delta' needs a tolerance δ: add a [projector] table with "
-                "kind = \"vdelta\" and delta = …, or drop 'V_delta' from [record] metrics"
-            )
         masses = problem.block_masses(state)
-        projected, _ = project_masses(masses, *problem.bounds(step.tolerance, state))
-        return kl_divergence(masses, projected)
+        return _coarse_kl(masses, *problem.bounds(_tolerance(step), state))
+
+    def from_block_masses(
+        self, masses: np.ndarray, problem: Problem, steps: Sequence[Step]
+    ) -> np.ndarray:
+        """V_δ from block masses ``(..., step, K)`` along ``steps`` -> ``(..., step)``."""
+        tolerances = [_tolerance(step) for step in steps]
+        if len(set(tolerances)) == 1:  # one δ for the whole run: (K,) bounds
+            return _coarse_kl(masses, *problem.bounds(tolerances[0]))
+        bounds = {tolerance: problem.bounds(tolerance) for tolerance in set(tolerances)}
+        lower, upper = (np.stack(side) for side in zip(*map(bounds.get, tolerances), strict=True))
+        return _coarse_kl(masses, lower, upper)
+
+
+def _tolerance(step: Step) -> float:
+    if step.tolerance is None:
+        raise ConfigError(
+            "the metric 'V_delta' needs a tolerance δ: add a [projector] table with "
+            "kind = \"vdelta\" and delta = …, or drop 'V_delta' from [record] metrics"
+        )
+    return step.tolerance
+
+
+def _coarse_kl(masses: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """D(w ‖ w*), w* the projection of w onto the box [lower, upper] with Σ = 1."""
+    projected, _ = project_masses(masses, lower, upper)
+    return kl_divergence(masses, projected)
 
 
 @attrs.frozen
@@ -95,6 +116,12 @@ class BlockMassError:
     def compute(self, state: np.ndarray, problem: Problem, step: Step) -> np.ndarray:
         masses = problem.block_masses(state)
         return np.abs(masses - problem.reference_for(state)).sum(axis=-1)
+
+    def from_block_masses(
+        self, masses: np.ndarray, problem: Problem, steps: Sequence[Step]
+    ) -> np.ndarray:
+        """E_block from block masses ``(..., step, K)`` -> ``(..., step)``."""
+        return np.abs(masses - problem.reference_masses).sum(axis=-1)
 
 
 @attrs.frozen

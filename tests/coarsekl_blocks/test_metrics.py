@@ -434,3 +434,32 @@ def test_block_mean_of_a_block_constant_image_is_its_intensity():
             problem.reference_masses, intensities.ravel() / intensities.sum(), rtol=1e-14
         )
     np.testing.assert_allclose(problem.reference_values, intensities.ravel(), rtol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------
+# Metrics of the block masses alone, evaluated over many steps at once
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make_problem", PROBLEMS)
+def test_metrics_from_block_masses_equal_compute_step_by_step(make_problem):
+    """The runner's end-of-run path: masses (..., step, K) with a δ for every step."""
+    problem = make_problem()
+    deltas = [0.002, 0.01, 0.01, 0.05]
+    steps = [Step(i + 1, len(deltas), delta) for i, delta in enumerate(deltas)]
+    states = random_states(problem, batch=(2, 3, len(steps)))
+    masses = problem.partition.block_sums(states)
+    for metric in (VDelta(), BlockMassError()):
+        from_masses = metric.from_block_masses(masses, problem, steps)
+        assert from_masses.shape == (2, 3, len(steps))
+        for i, step in enumerate(steps):
+            np.testing.assert_allclose(
+                from_masses[..., i], metric.compute(states[:, :, i], problem, step), rtol=1e-13
+            )
+    same_delta = [Step(i + 1, 4, 0.01) for i in range(4)]
+    np.testing.assert_array_equal(
+        VDelta().from_block_masses(masses, problem, same_delta),
+        np.stack([VDelta().compute(states[:, :, i], problem, same_delta[i]) for i in range(4)], -1),
+    )
+    with pytest.raises(ConfigError, match="delta"):
+        VDelta().from_block_masses(masses, problem, [Step(1, 1)] * 4)

@@ -85,9 +85,22 @@ class BrokenParticleKernel:
         raise ValueError(self.fault)
 
 
+@attrs.frozen(kw_only=True)
+class SameArray:
+    """Returns its input array itself (``view = False``) or a view of it: a kernel that
+    changes nothing, which the runner must not mistake for a new array of its own."""
+
+    block_preserving: ClassVar[bool] = False
+    view: bool = False
+
+    def step(self, state, problem, step, rng):
+        return state[...] if self.view else state
+
+
 @coarsekl.hookimpl
 def coarsekl_kernels():
     return [
+        coarsekl.Component(name="same-array", factory=SameArray, summary="returns its input"),
         coarsekl.Component(name="broken", factory=BrokenKernel, summary="breaks its contract"),
         coarsekl.Component(
             name="broken-particles", factory=BrokenParticleKernel, summary="breaks its contract"
@@ -111,7 +124,15 @@ class FalselyPreserving(LeakToFirstBlock):
 
 @coarsekl.hookimpl
 def coarsekl_metrics():
-    return [coarsekl.Component(name="nan_metric", factory=NanMetric, summary="always NaN")]
+    return [
+        coarsekl.Component(name="nan_metric", factory=NanMetric, summary="always NaN"),
+        coarsekl.Component(
+            name="coarse_probe", factory=CoarseProbe, summary="tells which entry point ran"
+        ),
+        coarsekl.Component(
+            name="coarse_misshapen", factory=CoarseMisshapen, summary="wrong shape from masses"
+        ),
+    ]
 
 
 @attrs.frozen
@@ -123,3 +144,26 @@ class NanMetric:
 
     def compute(self, state, problem, step):
         return np.full(state.shape[:-2], np.nan)
+
+
+@attrs.frozen
+class CoarseProbe:
+    """0 from ``compute``, the step index from ``from_block_masses``: shows which one the
+    runner called (a real metric gives the same value from both)."""
+
+    long_name: ClassVar[str] = "which entry point ran"
+    units: ClassVar[str] = "1"
+    per_block: ClassVar[bool] = False
+    record_before_projection: ClassVar[bool] = True
+
+    def compute(self, state, problem, step):
+        return np.zeros(state.shape[:-2])
+
+    def from_block_masses(self, masses, problem, steps):
+        return np.broadcast_to([float(step.index) for step in steps], masses.shape[:-1])
+
+
+@attrs.frozen
+class CoarseMisshapen(CoarseProbe):
+    def from_block_masses(self, masses, problem, steps):
+        return np.zeros(masses.shape)  # keeps the block axis of a scalar metric
