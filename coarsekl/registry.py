@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
 import re
@@ -186,7 +187,7 @@ class Registry:
             raise PluginError(
                 f"{kind} {name!r} from {registered.provider} could not be imported: {error}"
             ) from error
-        accepted = _parameter_names(factory)
+        accepted, required = _parameters(factory)
         if accepted is not None:
             context = {key: value for key, value in context.items() if key in accepted}
         unknown = sorted(set(params) - accepted) if accepted is not None else []
@@ -197,7 +198,7 @@ class Registry:
                 f"{where} has no parameter {', '.join(hints)}; it accepts: "
                 f"{', '.join(public) or 'no parameters'}"
             )
-        missing = sorted(_required_names(factory) - set(params) - set(context))
+        missing = sorted(required - set(params) - set(context))
         if missing:
             raise ConfigError(f"{where} needs the parameter(s) {', '.join(map(repr, missing))}")
         try:
@@ -208,22 +209,24 @@ class Registry:
             raise ConfigError(f"{where}: {error}") from None
 
 
-def _required_names(factory: Callable[..., Any]) -> set[str]:
-    """Parameters without a default (only known for attrs classes)."""
-    if not attrs.has(factory):
-        return set()
-    return {a.alias for a in attrs.fields(factory) if a.init and a.default is attrs.NOTHING}
+def _parameters(factory: Callable[..., Any]) -> tuple[frozenset[str] | None, frozenset[str]]:
+    """(keyword parameters the factory accepts, None when it takes ``**kwargs``; those
+    without a default, only known for attrs classes)."""
+    try:
+        return _parameters_of_hashable(factory)
+    except TypeError:  # an unhashable callable: not cached
+        return _parameters_of_hashable.__wrapped__(factory)
 
 
-def _parameter_names(factory: Callable[..., Any]) -> set[str] | None:
-    """Keyword parameters a factory accepts; None when it takes ``**kwargs``."""
+@functools.cache  # a run builds about ten components; their signatures do not change
+def _parameters_of_hashable(factory) -> tuple[frozenset[str] | None, frozenset[str]]:
     if attrs.has(factory):
-        return {a.alias for a in attrs.fields(factory) if a.init}
+        fields = [a for a in attrs.fields(factory) if a.init]
+        required = (a.alias for a in fields if a.default is attrs.NOTHING)
+        return frozenset(a.alias for a in fields), frozenset(required)
     signature = inspect.signature(factory)
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
-        return None
-    return {
-        name
-        for name, p in signature.parameters.items()
-        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    }
+        return None, frozenset()
+    keyword = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names = (name for name, p in signature.parameters.items() if p.kind in keyword)
+    return frozenset(names), frozenset()
