@@ -178,7 +178,10 @@ class DistributionStates:
         self, batch: np.ndarray, replacements: dict[int, np.ndarray], in_place: bool
     ) -> np.ndarray:
         """``batch`` (scheme, member, *sites) with ``replacements[i]`` as scheme i: written
-        into ``batch`` itself when ``in_place`` (and it is writeable), else into a copy."""
+        into ``batch`` itself when ``in_place`` (and it is writeable), else into a copy; a
+        batch of one scheme is a view of its replacement (no copy)."""
+        if len(replacements) == len(batch) == 1:
+            return replacements[0][None]
         if not (in_place and batch.flags.writeable):
             batch = batch.copy()
         for scheme, state in replacements.items():
