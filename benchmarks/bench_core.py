@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import coarsekl
-from coarsekl.numerics import reference_numerics
+from coarsekl.numerics import default_threads, reference_numerics, thread_budget
 from coarsekl.runner import Engine, _MemorySnapshots, _Recorder, build_experiment
 
 HERE = Path(__file__).resolve().parent
@@ -174,6 +174,64 @@ def bench_restore(quick: bool) -> None:
     )
     print(f"| coarsekl.run, compiled path | {fast * 1e3:.1f} ms | {speed_up('fast'):.1f}× |")
     print(f"\nlargest metric difference: {max(worst, worst_pre):.2e}")
+    restore_breakdown(config, registry, experiment, quick)
+
+
+def restore_breakdown(config, registry, experiment, quick: bool) -> None:
+    """Where a paper-restore run's time goes: the run without metrics and with 3 steps
+    (its fixed cost by extrapolation), and the parts of a step timed alone."""
+    steps = config.steps
+    short = 1 if quick else 3
+    variants = {
+        "all four metrics": config,
+        "no metrics": config.with_overrides({"record.metrics": []}),
+        f"all four metrics, {short} step{'s' * (short > 1)}": config.with_overrides(
+            {"steps": short, "record.snapshots": [0, short]}
+        ),
+    }
+    timed = {
+        name: plain(functools.partial(coarsekl.run, variant, registry=registry))
+        for name, variant in variants.items()
+    }
+    medians = interleaved_medians(timed, 1 if quick else 9, block=3)
+    full, few = (
+        medians["all four metrics"],
+        medians[f"all four metrics, {short} step{'s' * (short > 1)}"],
+    )
+    per_step = (full - few) / (steps - short)
+    print("\nWhere a run's time goes (interleaved medians):\n")
+    print("| run | median |\n|---|---|")
+    for name, seconds in medians.items():
+        print(f"| {name} | {seconds * 1e3:.2f} ms |")
+    print(
+        f"\nper step {per_step * 1e6:.0f} µs; fixed per run {(few - short * per_step) * 1e3:.2f} ms"
+    )
+
+    # The parts of one step, each called alone on a state of the run (2 images, 128²).
+    problem, layout, step = experiment.problem, experiment.states, experiment.steps[1]
+    state = layout.repeat(experiment.initial_states, len(config.schemes))
+    proposal = experiment.kernel.step(state, problem, step, None)
+    batch = state.shape[:2]
+    parts = {
+        "kernel (geometric mean, both schemes)": lambda: experiment.kernel.step(
+            state, problem, step, None
+        ),
+        "contract check + block masses": lambda: layout.check_and_sum(
+            proposal, batch, "kernel", 1, problem
+        ),
+        "projection (one scheme)": lambda: experiment.projector.project(proposal[1], problem, step),
+        "V": lambda: experiment.metrics["V"].compute(proposal, problem, step),
+        "mse": lambda: experiment.metrics["mse"].compute(proposal, problem, step),
+    }
+    repeats = 20 if quick else 2000
+    print("\n| part of a step, timed alone | median per call |\n|---|---|")
+    with thread_budget(default_threads()):
+        for name, function in parts.items():
+            function()
+            seconds = statistics.median(
+                median_time(function, repeats) for _ in range(1 if quick else 5)
+            )
+            print(f"| {name} | {seconds * 1e6:.1f} µs |")
 
 
 def bench_step(quick: bool) -> None:
