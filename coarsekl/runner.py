@@ -515,8 +515,10 @@ class _Recorder:
         members): the leak of block mass and the metrics recorded before the projection."""
         arrays, problem = self.arrays, self.experiment.problem
         schemes, members = tile
-        previous = arrays["block_mass"][schemes, members, max(index - 1, 0)]
-        arrays["leak"][schemes, members, index] = np.abs(proposal_masses - previous).sum(axis=-1)
+        if index > 0:  # (no kernel before step 0: its leak stays 0)
+            previous = arrays["block_mass"][schemes, members, index - 1]
+            leak = np.abs(proposal_masses - previous).sum(axis=-1)
+            arrays["leak"][schemes, members, index] = leak
         if self.masses_before is not None:
             self.masses_before[schemes, members, index] = proposal_masses
         for name in self.per_step_before:

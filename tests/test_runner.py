@@ -78,6 +78,7 @@ def test_leak_and_pre_projection_record(paper_restore):
     # the baseline is never projected: before == after, nothing clipped
     np.testing.assert_array_equal(base.E_block_pre, base.E_block)
     assert not base.clipped.any()
+    np.testing.assert_array_equal(ds.leak.isel(step=0), 0.0)  # no kernel before step 0
     expected_leak = np.abs(ds.block_mass.diff("step")).sum("block")
     np.testing.assert_allclose(
         base.leak.isel(step=slice(1, None)), expected_leak.sel(scheme="base")
