@@ -80,20 +80,21 @@ def reference_numerics() -> Iterator[None]:
 
 THREADS_ENV = "COARSEKL_THREADS"
 _available_cpus: int | None = None
-_checked_threads: list = [None, 0]  # the last value of COARSEKL_THREADS read, parsed
+_checked_threads: tuple[str | None, int] = (None, 0)  # the last COARSEKL_THREADS, parsed
 
 
 def default_threads() -> int:
     """``COARSEKL_THREADS`` if set, else the number of CPUs this process may use."""
+    global _available_cpus, _checked_threads
     value = os.environ.get(THREADS_ENV)
     if value is not None:
-        if value == _checked_threads[0]:  # read in every hot loop: parse each value once
-            return _checked_threads[1]
+        checked, threads = _checked_threads  # read in every hot loop: parse each value once
+        if value == checked:
+            return threads
         if not value.isdigit() or int(value) < 1:
             raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
-        _checked_threads[:] = [value, int(value)]
+        _checked_threads = (value, int(value))
         return int(value)
-    global _available_cpus
     if _available_cpus is None:
         affinity = getattr(os, "sched_getaffinity", None)
         _available_cpus = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
@@ -111,18 +112,21 @@ class thread_budget:  # lower case: used like a function, ``with thread_budget(2
 
     (A class, not a generator: the runner enters one every step, and this costs a tenth.)"""
 
-    __slots__ = ("allowed", "previous")
+    __slots__ = ("allowed",)
 
     def __init__(self, threads: int) -> None:
         # Capped by COARSEKL_THREADS as it is on entry: hot loops then read one number.
         self.allowed = min(threads, default_threads())
 
     def __enter__(self) -> None:
-        self.previous = getattr(_thread_state, "budget", None)
+        # The budgets it replaces are kept per thread, so one instance may be entered
+        # again, nested or from several threads.
+        outer = _thread_state.__dict__.setdefault("outer_budgets", [])
+        outer.append(getattr(_thread_state, "budget", None))
         _thread_state.budget = self.allowed
 
     def __exit__(self, *exc_info) -> None:
-        _thread_state.budget = self.previous
+        _thread_state.budget = _thread_state.outer_budgets.pop()
 
 
 def engine_worker() -> thread_budget:

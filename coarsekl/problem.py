@@ -128,9 +128,11 @@ class Problem:
     def block_masses(self, state: np.ndarray) -> np.ndarray:
         """w(p) = ``partition.block_sums(state)``, (..., K), read-only.
 
-        States are never changed in place, so the masses of the last few state arrays seen
-        by this thread are remembered: the runner, the projector and every metric ask for
-        the masses of the same arrays within a step, and only the first asks pays.
+        The masses of the last few state arrays seen by this thread are remembered: the
+        runner, the projector and every metric ask for the masses of the same arrays within
+        a step, and only the first asks pays. Plugins never change a state in place; the
+        runner, which writes projected schemes into the kernel's output, remembers the new
+        masses for it (the newest entry wins).
         """
         entries = getattr(self._recent_masses, "entries", None)
         if entries is None:

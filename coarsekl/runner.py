@@ -372,10 +372,10 @@ class Engine:
                 projection.state, proposal.shape[1:2], self.projector_name, index, problem
             )
             clipped[i] = projection.clipped
-        # The proposal itself becomes the new batch where nothing else needs it (no
-        # callback keeps it, and the kernel did not return a view of its input).
-        reuse = self.proposals is None and not self.layout.shares_memory(
-            proposal, self.states[task]
+        # The proposal itself becomes the new batch where nothing else needs it: no callback
+        # keeps it, and it holds none of the previous states or the data.
+        reuse = self.proposals is None and self.layout.writable_apart(
+            proposal, (self.states[task], problem.data_state)
         )
         new_state = self.layout.replace_schemes(proposal, projected, in_place=reuse)
         return new_state, problem.remember_block_masses(new_state, new_masses), clipped
@@ -504,6 +504,11 @@ class _Recorder:
         self.masses_before = None  # block masses before the projection, if a metric needs them
         if any(name in self.before for name in self.from_masses):
             self.masses_before = np.zeros((*shape, n_blocks))
+        # Metrics evaluated at the end fail now, not after the run: one call each on the
+        # reference masses at every step.
+        reference = np.broadcast_to(problem.reference_masses, (1, 1, config.steps + 1, n_blocks))
+        for name in self.from_masses:
+            self._from_masses(name, reference)
         self.tolerances = np.full(config.steps + 1, np.nan)
         self.alpha_bar = self.target_mass = None
         if problem.is_distribution:  # the target moves with the noise level
@@ -542,23 +547,27 @@ class _Recorder:
 
     def _finish(self) -> None:
         """Evaluate the metrics computed from block masses over all steps at once."""
-        experiment = self.experiment
         for name in self.from_masses:
-            metric = experiment.metrics[name]
             sources = {name: self.arrays["block_mass"]}
             if name in self.before:
                 sources[f"{name}_pre"] = self.masses_before
             for variable, masses in sources.items():
-                value = np.asarray(
-                    metric.from_block_masses(masses, experiment.problem, experiment.steps)
-                )
-                expected = self.arrays[variable].shape
-                if value.shape != expected:
-                    raise PluginContractError(
-                        f"metric {name!r} returned shape {value.shape} from block masses of "
-                        f"shape {masses.shape}, expected {expected}"
-                    )
-                self.arrays[variable][...] = value
+                self.arrays[variable][...] = self._from_masses(name, masses)
+
+    def _from_masses(self, name: str, masses: np.ndarray) -> np.ndarray:
+        """Metric ``name`` from block masses (scheme, member, step, K), shape-checked."""
+        experiment = self.experiment
+        metric = experiment.metrics[name]
+        masses = masses.view()
+        masses.flags.writeable = False  # the recorded masses are not the metric's to change
+        value = np.asarray(metric.from_block_masses(masses, experiment.problem, experiment.steps))
+        expected = masses.shape[:-1] + ((masses.shape[-1],) if metric.per_block else ())
+        if value.shape != expected:
+            raise PluginContractError(
+                f"metric {name!r} returned shape {value.shape} from block masses of shape "
+                f"{masses.shape}, expected {expected}"
+            )
+        return value
 
     def snapshot(self, index: int, tiles: list, states: list[np.ndarray]) -> None:
         """Keep the state of step ``index`` if it is a snapshot step, tile by tile."""

@@ -171,18 +171,25 @@ class DistributionStates:
         """``(member, *sites) -> (schemes, member, *sites)``, a new array."""
         return np.broadcast_to(states, (schemes, *states.shape)).copy()
 
-    def shares_memory(self, state: np.ndarray, other: np.ndarray) -> bool:
-        return np.may_share_memory(state, other)
+    def writable_apart(self, batch: np.ndarray, others) -> bool:
+        """True when ``batch`` may be written into: writeable, one contiguous block of its
+        own (no broadcast or overlapping strides), sharing no memory with ``others``."""
+        # (writeable last: numpy warns when it is read on the result of broadcast_arrays)
+        return (
+            batch.flags.c_contiguous
+            and not any(np.may_share_memory(batch, other) for other in others if other is not None)
+            and batch.flags.writeable
+        )
 
     def replace_schemes(
         self, batch: np.ndarray, replacements: dict[int, np.ndarray], in_place: bool
     ) -> np.ndarray:
         """``batch`` (scheme, member, *sites) with ``replacements[i]`` as scheme i: written
-        into ``batch`` itself when ``in_place`` (and it is writeable), else into a copy; a
-        batch of one scheme is a view of its replacement (no copy)."""
+        into ``batch`` itself when ``in_place`` (see :meth:`writable_apart`), else into a
+        copy; a batch of one scheme is a view of its replacement (no copy)."""
         if len(replacements) == len(batch) == 1:
             return replacements[0][None]
-        if not (in_place and batch.flags.writeable):
+        if not in_place:
             batch = batch.copy()
         for scheme, state in replacements.items():
             batch[scheme] = state
@@ -272,7 +279,7 @@ class EnsembleStates:
     def repeat(self, states: Ensemble, schemes: int) -> Ensemble:
         return states.broadcast_to((schemes,))
 
-    def shares_memory(self, state: Ensemble, other: Ensemble) -> bool:
+    def writable_apart(self, batch: Ensemble, others) -> bool:
         return False  # ensembles are never written in place
 
     def replace_schemes(

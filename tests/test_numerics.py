@@ -115,6 +115,10 @@ def test_parallel_threads_keep_to_the_budget_and_to_one_in_engine_workers(tiny_p
     with tiny_pieces.engine_worker():
         assert tiny_pieces.parallel_threads(10**6) == 1
     assert tiny_pieces.parallel_threads(10**6) == 2
+    one = tiny_pieces.thread_budget(1)
+    with one, one:  # one budget entered twice still restores what it replaced
+        assert tiny_pieces.parallel_threads(10**6) == 1
+    assert tiny_pieces.parallel_threads(10**6) == 2
 
 
 def test_parallel_or_serial_picks_the_compilation_the_thread_count_calls_for(tiny_pieces):

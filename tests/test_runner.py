@@ -340,6 +340,34 @@ def test_a_kernel_returning_its_input_leaves_earlier_states_alone(
     np.testing.assert_array_equal(first_state[0], first_proposal[0])  # base: unprojected
 
 
+def test_a_kernel_returning_a_broadcast_of_the_data_leaves_the_data_alone(
+    plugin_manager, small_config
+):
+    uniform = {"kind": "block-mass", "reference": [1 / 16] * 16}  # the projection must act
+    config = small_config(
+        kernel={"kind": "to-data"}, quantity=uniform, steps=2, record__snapshots=[0, 1, 2]
+    )
+    ds = coarsekl.run(config, plugin_manager=plugin_manager)
+    data = ds.data.values / ds.data.values.sum()
+    np.testing.assert_allclose(
+        ds.state.sel(scheme="base", snapshot=[1, 2]),
+        np.broadcast_to(data, (2, 2, 32, 32)),
+        rtol=1e-15,
+    )
+    assert not np.allclose(ds.state.sel(scheme="proj", snapshot=1), data)  # projected
+    np.testing.assert_array_equal(ds.leak.sel(scheme="base", step=2), 0.0)  # the data again
+
+
+def test_metrics_of_block_masses_fail_before_the_first_step(small_config):
+    steps = []
+    with pytest.raises(ConfigError, match="V_delta' needs a tolerance"):
+        coarsekl.run(
+            small_config(projector=None, schemes=["base"], record__metrics=["V_delta"]),
+            callback=lambda info: steps.append(info["step"]),
+        )
+    assert steps == []
+
+
 # --- Performance paths give the same trajectory -------------------------------------------
 
 RECORDED = ("V", "V_delta", "E_block", "mse", "block_mass", "leak", "state")

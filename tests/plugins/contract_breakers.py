@@ -97,10 +97,21 @@ class SameArray:
         return state[...] if self.view else state
 
 
+@attrs.frozen(kw_only=True)
+class ToData:
+    """Returns the data state for every scheme and member as a broadcast of one array."""
+
+    block_preserving: ClassVar[bool] = False
+
+    def step(self, state, problem, step, rng):
+        return np.broadcast_arrays(problem.data_state, state)[0]
+
+
 @coarsekl.hookimpl
 def coarsekl_kernels():
     return [
         coarsekl.Component(name="same-array", factory=SameArray, summary="returns its input"),
+        coarsekl.Component(name="to-data", factory=ToData, summary="a broadcast of the data"),
         coarsekl.Component(name="broken", factory=BrokenKernel, summary="breaks its contract"),
         coarsekl.Component(
             name="broken-particles", factory=BrokenParticleKernel, summary="breaks its contract"
@@ -160,6 +171,7 @@ class CoarseProbe:
         return np.zeros(state.shape[:-2])
 
     def from_block_masses(self, masses, problem, steps):
+        assert not masses.flags.writeable  # the runner's record, not the metric's to change
         return np.broadcast_to([float(step.index) for step in steps], masses.shape[:-1])
 
 
