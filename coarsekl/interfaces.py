@@ -150,7 +150,7 @@ class Metric(Protocol):
     # Optional, for metrics of the block masses alone (V_δ, E_block):
     #
     #     def from_block_masses(self, masses, problem, steps) -> np.ndarray:
-    #         """The metric from block masses (..., step, K), float64, along ``steps``
+    #         """The metric from block masses (..., step, K), float64 (read-only), along ``steps``
     #         (the Step of each position of the step axis) -> (..., step), or
     #         (..., step, K) for per_block metrics."""
     #
