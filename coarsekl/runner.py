@@ -346,16 +346,17 @@ class Engine:
             self.proposals[task] = proposal
         projected = self.projected[task]
         if projected:
-            new_state, new_masses, clipped = self._project(task, index, step, proposal)
+            new_state, new_masses, clipped = self._project(
+                task, index, step, proposal, proposal_masses
+            )
         else:
             new_state, new_masses, clipped = proposal, proposal_masses, None
         self.states[task], self.masses[task] = new_state, new_masses
         recorder.record(index, tile, step, new_state, new_masses, clipped)
 
-    def _project(self, task: int, index: int, step: Step, proposal):
+    def _project(self, task: int, index: int, step: Step, proposal, proposal_masses):
         """Project the 'proj' schemes of a tile's proposal: (state, masses, clipped)."""
         experiment, problem = self.experiment, self.experiment.problem
-        proposal_masses = problem.block_masses(proposal)
         new_masses = proposal_masses.copy()  # an unprojected scheme keeps its masses
         clipped = np.zeros(proposal_masses.shape, dtype=bool)
         projected = {}

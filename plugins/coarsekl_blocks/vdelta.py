@@ -187,7 +187,7 @@ def apply_block_masses(
     if the partition has one), else the uniform one, q(x) = w*_j / |Ω_j|.
     """
     partition = problem.partition
-    all_occupied = np.minimum.reduce(masses, axis=None) > 0  # (.all() costs more per call)
+    all_occupied = masses.min() > 0  # (one reduction; the mask is needed only otherwise)
     if all_occupied:
         ratio = new_masses / masses
     else:
