@@ -182,22 +182,18 @@ def restore_breakdown(config, registry, experiment, quick: bool) -> None:
     (its fixed cost by extrapolation), and the parts of a step timed alone."""
     steps = config.steps
     short = 1 if quick else 3
+    short_run = f"all four metrics, {short} step{'s' * (short > 1)}"
     variants = {
         "all four metrics": config,
         "no metrics": config.with_overrides({"record.metrics": []}),
-        f"all four metrics, {short} step{'s' * (short > 1)}": config.with_overrides(
-            {"steps": short, "record.snapshots": [0, short]}
-        ),
+        short_run: config.with_overrides({"steps": short, "record.snapshots": [0, short]}),
     }
     timed = {
         name: plain(functools.partial(coarsekl.run, variant, registry=registry))
         for name, variant in variants.items()
     }
     medians = interleaved_medians(timed, 1 if quick else 9, block=3)
-    full, few = (
-        medians["all four metrics"],
-        medians[f"all four metrics, {short} step{'s' * (short > 1)}"],
-    )
+    full, few = medians["all four metrics"], medians[short_run]
     per_step = (full - few) / (steps - short)
     print("\nWhere a run's time goes (interleaved medians):\n")
     print("| run | median |\n|---|---|")
