@@ -33,8 +33,9 @@ def _summarise_piece(values, task, pieces, totals, negatives):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
-def _worst_deviation(totals, negatives, pieces):
-    """(max over rows of |row total − 1|, negative values, all totals finite).
+def worst_deviation(totals, pieces):
+    """(max over rows of |row total − 1|, all row totals finite), where each row's total
+    is the sum of ``pieces`` consecutive ``totals`` (pieces of a sum, or block masses).
 
     Compiled without fast-math flags (explicitly: a callee inherits its caller's unless it
     sets its own), under which LLVM may fold the finiteness test."""
@@ -48,7 +49,7 @@ def _worst_deviation(totals, negatives, pieces):
             worst = max(worst, abs(total - 1.0))
         else:
             finite = False
-    return worst, negatives.sum(), finite
+    return worst, finite
 
 
 @numba.njit(**FAST_SUMS)
@@ -60,7 +61,8 @@ def state_summary(values, pieces):
     negatives = np.empty(totals.size, dtype=np.int64)
     for task in range(totals.size):
         _summarise_piece(values, task, pieces, totals, negatives)
-    return _worst_deviation(totals, negatives, pieces)
+    worst, finite = worst_deviation(totals, pieces)
+    return worst, negatives.sum(), finite
 
 
 @numba.njit(parallel=True, **FAST_SUMS)
@@ -70,4 +72,5 @@ def state_summary_parallel(values, pieces):
     negatives = np.empty(totals.size, dtype=np.int64)
     for task in numba.prange(totals.size):
         _summarise_piece(values, task, pieces, totals, negatives)
-    return _worst_deviation(totals, negatives, pieces)
+    worst, finite = worst_deviation(totals, pieces)
+    return worst, negatives.sum(), finite

@@ -17,7 +17,7 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
-__all__ = ["exp", "log"]
+__all__ = ["exp", "log", "log_floored"]
 
 LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k · LN2_HI is exact
 LN2_LO = 1.90821492927058770002e-10
@@ -102,3 +102,15 @@ def log(x):
     r = r * z + 3.999999999940941908e-01
     r = r * z + 6.666666666666735130e-01
     return e * LN2_HI + (2.0 * f + (f * (r * z) + e * LN2_LO))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def log_floored(values, floor, out):
+    """out[i] = ln max(values[i], floor) in float64, for 1-d ``values`` (any float dtype).
+
+    Compiled on its own and without reassociation, so that every caller gets the same
+    bits for the same value (inlined into callers compiled with their own fast-math flags,
+    :func:`log` may round differently from one loop to another): a kernel reading logs
+    that a metric took gets exactly the numbers it would take itself."""
+    for i in range(values.size):
+        out[i] = log(max(np.float64(values[i]), floor))

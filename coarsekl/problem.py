@@ -15,7 +15,7 @@ from coarsekl.interfaces import CoarseQuantity, Partition
 
 __all__ = ["Problem", "check_image", "is_distribution"]
 
-RECENT_MASSES = 8  # block masses remembered per thread (arrays of the current step)
+RECENT_STATES = 8  # arrays whose derived values each thread remembers (the current step's)
 
 
 def is_distribution(data: Any) -> bool:
@@ -70,7 +70,7 @@ class Problem:
     scale: np.ndarray = attrs.field(init=False)
     reference_masses: np.ndarray = attrs.field(init=False)
     _memo: dict = attrs.field(init=False, factory=dict, repr=False)
-    _recent_masses: threading.local = attrs.field(init=False, factory=threading.local, repr=False)
+    _recent: threading.local = attrs.field(init=False, factory=threading.local, repr=False)
 
     def __attrs_post_init__(self) -> None:
         fixed = self.quantity.reference is not None  # then no default reference is needed
@@ -128,31 +128,64 @@ class Problem:
     def block_masses(self, state: np.ndarray) -> np.ndarray:
         """w(p) = ``partition.block_sums(state)``, (..., K), read-only.
 
-        The masses of the last few state arrays seen by this thread are remembered: the
-        runner, the projector and every metric ask for the masses of the same arrays within
-        a step, and only the first asks pays. Plugins never change a state in place; the
-        runner, which writes projected schemes into the kernel's output, remembers the new
-        masses for it (the newest entry wins).
+        Remembered for the state array (see :meth:`remember`): the runner, the projector
+        and every metric ask for the masses of the same arrays within a step, and only the
+        first asks pays.
         """
-        entries = getattr(self._recent_masses, "entries", None)
-        if entries is None:
-            entries = self._recent_masses.entries = []
-        for reference, masses in entries:
-            if reference() is state:
-                return masses
-        return self.remember_block_masses(state, self.partition.block_sums(state))
+        masses = self.recall(state, "block_masses")
+        if masses is None:
+            masses = self.remember_block_masses(state, self.partition.block_sums(state))
+        return masses
 
     def remember_block_masses(self, state: np.ndarray, masses: np.ndarray) -> np.ndarray:
         """Record ``masses`` as the block masses of ``state`` (known without summing, e.g.
         one scheme's slice of a batch whose masses are known); returns them read-only."""
-        entries = getattr(self._recent_masses, "entries", None)
-        if entries is None:
-            entries = self._recent_masses.entries = []
         masses = masses.view()
         masses.flags.writeable = False
-        entries.insert(0, (weakref.ref(state), masses))
-        del entries[RECENT_MASSES:]
-        return masses
+        return self.remember(state, "block_masses", masses)
+
+    def remember(self, state: Any, name: str, value: Any) -> Any:
+        """Keep ``value``, a quantity derived from the very array ``state``, for
+        :meth:`recall` by the plugins that see the same array later; returns ``value``.
+
+        In use: ``"block_masses"`` (w(p), (..., K), see :meth:`block_masses`);
+        ``"summary"`` ((block masses (..., K) in float64, number of negative values), taken
+        by the plugin that made the state in the same pass: the runner checks the state
+        with it instead of another pass); ``"log"`` (log max(p, tiny) in float64, the
+        state's shape: the metric V takes it, and the geometric-mean kernel of the next
+        step reads it instead of taking the log again). Values are kept per thread for the
+        last few arrays, and only while the array lives. Plugins never change a state in
+        place; the runner, which writes projected schemes into the kernel's output, forgets
+        (:meth:`forget`) that array first.
+        """
+        entries = self._recent_states()
+        for reference, values in entries:
+            if reference() is state:
+                values[name] = value
+                return value
+        entries.insert(0, (weakref.ref(state), {name: value}))
+        if len(entries) > RECENT_STATES:  # the oldest go, and arrays gone meanwhile
+            entries[:] = [entry for entry in entries if entry[0]() is not None][:RECENT_STATES]
+        return value
+
+    def recall(self, state: Any, name: str) -> Any:
+        """The value remembered (:meth:`remember`) as ``name`` for the array ``state``, or None."""
+        for reference, values in self._recent_states():
+            if reference() is state:
+                return values.get(name)
+        return None
+
+    def forget(self, state: Any) -> None:
+        """Drop every value remembered for ``state`` (its contents are about to change)."""
+        entries = self._recent_states()
+        entries[:] = [entry for entry in entries if entry[0]() is not state]
+
+    def _recent_states(self) -> list:
+        try:
+            return self._recent.entries
+        except AttributeError:
+            self._recent.entries = []
+            return self._recent.entries
 
     def member_states(self, states: np.ndarray, members: int, what: str) -> np.ndarray:
         """``states`` as ``(members, *site_shape)``: one state for every member (repeated)

@@ -274,7 +274,8 @@ class Engine:
         # Parallel loops only where no pool shares the cores: numba's OpenMP threads keep
         # spinning for some milliseconds after a loop and would slow the pool's workers.
         self.loop_threads = threads if self.pool is None else 1
-        with thread_budget(self.loop_threads):
+        self.loop_budget = thread_budget(self.loop_threads)  # entered every step
+        with self.loop_budget:
             self.masses = [problem.partition.block_sums(state) for state in self.states]
         self.proposals: list[np.ndarray | None] | None = (
             [None] * len(self.tiles) if keep_proposals else None
@@ -294,7 +295,7 @@ class Engine:
         """Record step 0 (the initial states)."""
         self.recorder = recorder
         step = self.experiment.step_info(0)
-        with thread_budget(self.loop_threads):
+        with self.loop_budget:
             for tile, state, masses in zip(self.tiles, self.states, self.masses, strict=True):
                 recorder.record_proposal(0, tile, step, state, masses)
                 recorder.record(0, tile, step, state, masses, None)
@@ -306,7 +307,7 @@ class Engine:
         rngs = [self._random_for(tile) for tile in self.tiles]  # copies made before any draw
         tasks = range(len(self.tiles))
         if self.pool is None:
-            with thread_budget(self.loop_threads):  # parallel loops in the compiled kernels
+            with self.loop_budget:  # parallel loops in the compiled kernels
                 for task in tasks:
                     self._advance_tile(task, index, step, rngs[task])
         else:
@@ -378,6 +379,8 @@ class Engine:
         reuse = self.proposals is None and self.layout.writable_apart(
             proposal, (self.states[task], problem.data_state)
         )
+        if reuse:
+            problem.forget(proposal)  # what plugins derived from it no longer holds
         new_state = self.layout.replace_schemes(proposal, projected, in_place=reuse)
         return new_state, problem.remember_block_masses(new_state, new_masses), clipped
 
@@ -502,9 +505,9 @@ class _Recorder:
         ]
         self.per_step = [n for n in metrics if n not in self.from_masses]
         self.per_step_before = [n for n in self.before if n in self.per_step]
-        self.masses_before = None  # block masses before the projection, if a metric needs them
-        if any(name in self.before for name in self.from_masses):
-            self.masses_before = np.zeros((*shape, n_blocks))
+        # Block masses of the kernel's output, before the projection: for the leak and
+        # for metrics of block masses recorded before the projection, at the end.
+        self.masses_before = np.zeros((*shape, n_blocks))
         # Metrics evaluated at the end fail now, not after the run: one call each on the
         # reference masses at every step.
         reference = np.broadcast_to(problem.reference_masses, (1, 1, config.steps + 1, n_blocks))
@@ -518,15 +521,10 @@ class _Recorder:
 
     def record_proposal(self, index, tile, step, proposal, proposal_masses) -> None:
         """Record what the kernel returned at step ``index`` for ``tile`` = (schemes,
-        members): the leak of block mass and the metrics recorded before the projection."""
+        members): its block masses and the metrics recorded before the projection."""
         arrays, problem = self.arrays, self.experiment.problem
         schemes, members = tile
-        if index > 0:  # (no kernel before step 0: its leak stays 0)
-            previous = arrays["block_mass"][schemes, members, index - 1]
-            leak = np.abs(proposal_masses - previous).sum(axis=-1)
-            arrays["leak"][schemes, members, index] = leak
-        if self.masses_before is not None:
-            self.masses_before[schemes, members, index] = proposal_masses
+        self.masses_before[schemes, members, index] = proposal_masses
         for name in self.per_step_before:
             value = self._evaluate(name, proposal, problem, step)
             arrays[f"{name}_pre"][schemes, members, index] = value
@@ -547,7 +545,11 @@ class _Recorder:
             self.target_mass[index] = problem.reference_for(state)
 
     def _finish(self) -> None:
-        """Evaluate the metrics computed from block masses over all steps at once."""
+        """The leak ‖w(K_t p) − w(p)‖₁ and the metrics computed from block masses, over all
+        steps at once (no kernel before step 0: its leak stays 0)."""
+        masses = self.arrays["block_mass"]
+        leak = np.abs(self.masses_before[:, :, 1:] - masses[:, :, :-1]).sum(axis=-1)
+        self.arrays["leak"][:, :, 1:] = leak
         for name in self.from_masses:
             sources = {name: self.arrays["block_mass"]}
             if name in self.before:

@@ -108,6 +108,15 @@ def _summary(state: np.ndarray, site_ndim: int) -> tuple[float, bool, bool]:
     return worst, finite and bool((state < 0).any()), finite
 
 
+def _mass_deviation(masses: np.ndarray) -> tuple[float, bool]:
+    """(max |Σ_j w_j − 1| over the states, all finite) from block masses (..., K)."""
+    if compiled_enabled():  # (a microsecond, against a few for the numpy calls)
+        from coarsekl import _compiled
+
+        return _compiled.worst_deviation(masses.reshape(-1), masses.shape[-1])
+    return _deviation(masses.sum(axis=-1))
+
+
 def _deviation(totals: np.ndarray) -> tuple[float, bool]:
     """(max |total − 1|, all totals finite); a NaN or inf anywhere makes its total so."""
     worst = float(np.abs(totals - 1).max())  # NaN if a total is NaN, inf if one is ±inf
@@ -121,6 +130,11 @@ class DistributionStates:
     site_shape: tuple[int, ...]
     site_dims: tuple[str, ...]
     dtype: np.dtype = attrs.field(converter=np.dtype)
+    tolerances: Tolerances = attrs.field(init=False)
+
+    @tolerances.default
+    def _tolerances(self) -> Tolerances:
+        return Tolerances.of(self.dtype)
 
     @property
     def state_bytes(self) -> int:
@@ -135,18 +149,24 @@ class DistributionStates:
         self, state: Any, batch: tuple[int, ...], who: str, step: int, problem
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`check` and the block masses, (state, masses): in one pass over the state
-        when the partition can ``summarise`` (block sums and negative values at once);
-        Σp is then the sum of the block masses."""
-        summarise = getattr(problem.partition, "summarise", None)
-        if summarise is None:
-            state = self.check(state, batch, who, step)
-            return state, problem.block_masses(state)
+        when the partition can ``summarise`` (block sums and negative values at once), in
+        none when the plugin that made the state took that summary in its own pass and
+        remembered it (``"summary"``, see :meth:`Problem.remember`); Σp is then the sum of
+        the block masses."""
         where = f"{who} at step {step}"
-        state = _check_array(state, (*batch, *self.site_shape), where, self.dtype)
-        masses, negatives = summarise(state)
-        worst, finite = _deviation(masses.sum(axis=-1))
-        _judge(state, worst, negatives, finite, where, Tolerances.of(self.dtype))
-        return state, problem.remember_block_masses(state, masses)
+        checked = _check_array(state, (*batch, *self.site_shape), where, self.dtype)
+        # (a state converted to the run's dtype holds other values than the summary's)
+        summary = problem.recall(state, "summary") if checked is state else None
+        summarise = getattr(problem.partition, "summarise", None)
+        if summary is None and summarise is not None:
+            summary = summarise(checked)
+        if summary is None:  # two passes: the contract check, then the block sums
+            _check_normalised(checked, len(self.site_shape), where, self.tolerances)
+            return checked, problem.block_masses(checked)
+        masses, negatives = summary
+        worst, finite = _mass_deviation(masses)
+        _judge(checked, worst, negatives, finite, where, self.tolerances)
+        return checked, problem.remember_block_masses(checked, masses)
 
     def initial(self, states: Any, members: int, who: str) -> np.ndarray:
         """The initial states ``(members, *sites)`` checked and normalised."""

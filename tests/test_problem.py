@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from coarsekl.errors import DataError, InfeasibleTargetError
-from coarsekl.problem import Problem, check_image
+from coarsekl.problem import RECENT_STATES, Problem, check_image
 from coarsekl_blocks.partitions import BlockGrid
 from coarsekl_blocks.quantities import BlockMass, BlockMean
 
@@ -75,3 +75,36 @@ def test_infeasible_reference_names_the_fix():
 def test_data_image_must_match_the_partition():
     with pytest.raises(DataError, match=r"shape \(4, 5\)"):
         Problem(partition=grid(), quantity=BlockMass(), data=np.ones((4, 5)))
+
+
+def a_problem() -> Problem:
+    return Problem(partition=grid(), quantity=BlockMass(), data=np.ones((4, 4)))
+
+
+def test_a_value_remembered_for_an_array_is_recalled_for_that_array_alone():
+    problem, state, other = a_problem(), np.ones((4, 4)), np.ones((4, 4))
+    logs = np.zeros((4, 4))
+    assert problem.remember(state, "log", logs) is logs
+    assert problem.recall(state, "log") is logs
+    assert problem.recall(state, "summary") is None
+    assert problem.recall(other, "log") is None
+    assert problem.recall(state[:], "log") is None  # a view is another array
+
+
+def test_forgotten_values_and_values_of_arrays_gone_are_not_recalled():
+    problem, state = a_problem(), np.ones((4, 4))
+    problem.remember(state, "log", np.zeros((4, 4)))
+    problem.forget(state)
+    assert problem.recall(state, "log") is None
+    for _ in range(RECENT_STATES + 2):  # arrays that die at once; their entries go too
+        problem.remember(np.ones((4, 4)), "log", np.zeros((4, 4)))
+    assert len(problem._recent_states()) <= RECENT_STATES
+
+
+def test_only_the_most_recent_arrays_are_remembered():
+    problem = a_problem()
+    states = [np.full((4, 4), float(i)) for i in range(RECENT_STATES + 1)]
+    for state in states:
+        problem.remember(state, "log", state)
+    assert problem.recall(states[0], "log") is None
+    assert all(problem.recall(state, "log") is state for state in states[1:])

@@ -80,6 +80,21 @@ def test_checking_and_summing_gives_the_state_and_its_block_masses(numerics, pro
     np.testing.assert_array_equal(problem.block_masses(states), masses)
 
 
+def test_a_summary_taken_by_the_plugin_that_made_the_state_replaces_the_pass(problem):
+    """A plugin that takes the block sums and negative values of the state it returns in
+    its own pass remembers them; the runner checks the state with them."""
+    states = good_states()
+    masses = problem.partition.block_sums(states)
+    problem.remember(states, "summary", (masses, 0))
+    np.testing.assert_array_equal(check_and_sum(states, problem)[1], masses)
+    problem.remember(states, "summary", (masses, 2))
+    with pytest.raises(PluginContractError, match="projector 'p' at step 7 .*negative"):
+        check_and_sum(states, problem)
+    problem.remember(states, "summary", (masses * 2, 0))
+    with pytest.raises(PluginContractError, match="not normalised"):
+        check_and_sum(states, problem)
+
+
 @pytest.mark.parametrize(
     ("bad", "message"),
     [(np.nan, "NaN or inf"), (np.inf, "NaN or inf"), (-1e-3, "negative"), (0.5, "normalised")],

@@ -18,6 +18,7 @@ FAST_SUMS = {**JIT, "fastmath": {"reassoc", "contract"}}
 INLINE_SUMS = {**FAST_SUMS, "inline": "always"}
 TINY = np.finfo(np.float64).tiny
 MAX_PIECE_STEPS = 60
+LOG_CHUNK = 1024  # values whose logs V takes, then sums, at a time
 
 
 @numba.njit(**JIT)
@@ -305,16 +306,60 @@ def grid_scale_blocks_parallel(values, factors, rows, cols, out):
 
 
 @numba.njit(**INLINE_SUMS)
-def _entropy_piece(values, task, pieces, partial):
-    """Σ p log p over piece ``task % pieces`` of row ``task // pieces`` (0 log 0 = 0)."""
-    row = values[task // pieces]
+def _grid_projection(masses, lower, upper):
+    """(projected masses, clipped, factors w*/w) of (batch, K) masses that are all > 0."""
+    projected, clipped = project_rows(masses, lower, upper)
+    return projected, clipped, projected / masses
+
+
+@numba.njit(**INLINE_SUMS)
+def _project_band(values, factors, task, rows, cols, out, sums, negatives):
+    """One band of :func:`project_grid`: scaled, then summed while it is in the cache."""
+    _scale_band(values, factors, task, rows, cols, out)
+    _band_sums(out, task, rows, cols, sums, negatives)
+
+
+@numba.njit(**FAST_SUMS)
+def project_grid(values, masses, lower, upper, rows, cols, out):
+    """The V_δ projection of (batch, H, W) ``values`` on a grid of rows × cols blocks, with
+    block masses (batch, K), all > 0, and bounds (K,) or (batch, K): ``out`` = the values
+    rescaled block by block to the projected masses w*; returns (w*, clipped, the block
+    sums of ``out`` and its number of negative values, as :func:`grid_block_sums` gives
+    them). The same numbers as :func:`project_rows` then :func:`grid_scale_blocks`."""
+    projected, clipped, factors = _grid_projection(masses, lower, upper)
+    sums = np.empty(masses.shape)
+    negatives = np.empty(values.shape[0] * rows, dtype=np.int64)
+    for task in range(negatives.size):
+        _project_band(values, factors, task, rows, cols, out, sums, negatives)
+    return projected, clipped, sums, negatives.sum()
+
+
+@numba.njit(parallel=True, **FAST_SUMS)
+def project_grid_parallel(values, masses, lower, upper, rows, cols, out):
+    """:func:`project_grid` with the bands shared among numba's threads."""
+    projected, clipped, factors = _grid_projection(masses, lower, upper)
+    sums = np.empty(masses.shape)
+    negatives = np.empty(values.shape[0] * rows, dtype=np.int64)
+    for task in numba.prange(negatives.size):
+        _project_band(values, factors, task, rows, cols, out, sums, negatives)
+    return projected, clipped, sums, negatives.sum()
+
+
+@numba.njit(**INLINE_SUMS)
+def _entropy_piece(values, task, pieces, partial, logs):
+    """Σ p log p over piece ``task % pieces`` of row ``task // pieces`` (0 log 0 = 0),
+    keeping log max(p, tiny) in the same place of ``logs``."""
+    row, logs_row = values[task // pieces], logs[task // pieces]
     piece = task % pieces
-    # A view indexed by the bare loop variable vectorises (see grid_scale_blocks).
-    segment = row[piece * row.size // pieces : (piece + 1) * row.size // pieces]
+    first, stop = piece * row.size // pieces, (piece + 1) * row.size // pieces
     total = 0.0
-    for i in range(segment.size):
-        p = np.float64(segment[i])
-        total += p * fastmath.log(max(p, TINY))
+    for start in range(first, stop, LOG_CHUNK):  # chunks: the logs are summed from L1
+        end = min(start + LOG_CHUNK, stop)
+        # Views indexed by the bare loop variable vectorise (see grid_scale_blocks).
+        segment, log_segment = row[start:end], logs_row[start:end]
+        fastmath.log_floored(segment, TINY, log_segment)
+        for i in range(segment.size):
+            total += np.float64(segment[i]) * log_segment[i]
     partial[task] = total
 
 
@@ -336,22 +381,23 @@ def _within_block_v_rows(partial, masses, log_sizes, pieces):
 
 
 @numba.njit(**FAST_SUMS)
-def within_block_v(values, masses, log_sizes, pieces):
+def within_block_v(values, masses, log_sizes, pieces, logs):
     """V(p) = Σ_x p log p − Σ_j w_j log(w_j / |Ω_j|) for each row of (batch, N) ``values``
     with block masses (batch, K) and log block sizes (K,): (batch,), float64; the pixel
-    sums are taken in ``pieces`` pieces per row."""
+    sums are taken in ``pieces`` pieces per row. Fills (batch, N) float64 ``logs`` with
+    log max(p, tiny) on the way."""
     partial = np.empty(values.shape[0] * pieces)
     for task in range(partial.size):
-        _entropy_piece(values, task, pieces, partial)
+        _entropy_piece(values, task, pieces, partial, logs)
     return _within_block_v_rows(partial, masses, log_sizes, pieces)
 
 
 @numba.njit(parallel=True, **FAST_SUMS)
-def within_block_v_parallel(values, masses, log_sizes, pieces):
+def within_block_v_parallel(values, masses, log_sizes, pieces, logs):
     """:func:`within_block_v` with the pieces shared among numba's threads."""
     partial = np.empty(values.shape[0] * pieces)
     for task in numba.prange(partial.size):
-        _entropy_piece(values, task, pieces, partial)
+        _entropy_piece(values, task, pieces, partial, logs)
     return _within_block_v_rows(partial, masses, log_sizes, pieces)
 
 

@@ -14,7 +14,12 @@ import attrs
 import numpy as np
 
 from coarsekl.errors import ConfigError
-from coarsekl.numerics import compiled_enabled, parallel_or_serial, summation_pieces
+from coarsekl.numerics import (
+    compiled_enabled,
+    parallel_or_serial,
+    recycled_empty,
+    summation_pieces,
+)
 from coarsekl.problem import Problem
 from coarsekl.schedules import Step
 from coarsekl_blocks.vdelta import kl_divergence, project_masses
@@ -40,18 +45,24 @@ class WithinBlockV:
         masses = problem.block_masses(state)
         if compiled_enabled():
             # V = Σ_x p log p − Σ_j w_j log(w_j / |Ω_j|): one pass over the pixels, no
-            # broadcast array.
+            # broadcast array. The logs it takes are kept for the next kernel step.
             from coarsekl_blocks import _compiled
 
             site_size = problem.memo("site-size", lambda: math.prod(partition.site_shape))
             log_sizes = problem.memo("log-block-sizes", lambda: np.log(partition.block_sizes))
             rows = state.reshape(-1, site_size)
+            logs = recycled_empty(rows.shape)
             within_block_v = parallel_or_serial(
                 _compiled.within_block_v, _compiled.within_block_v_parallel, rows.size
             )
             v = within_block_v(
-                rows, masses.reshape(-1, masses.shape[-1]), log_sizes, summation_pieces(site_size)
+                rows,
+                masses.reshape(-1, masses.shape[-1]),
+                log_sizes,
+                summation_pieces(site_size),
+                logs,
             )
+            problem.remember(state, "log", logs.reshape(state.shape))
             return v.reshape(masses.shape[:-1])
         # |Ω_j| / w_j: p(x) times it is p(x | j) / u_j(x); empty blocks hold no p to weigh.
         inverse_uniform = np.divide(

@@ -11,6 +11,7 @@ import numba
 import numpy as np
 
 from coarsekl import fastmath
+from coarsekl_blocks._compiled import _band_sums
 
 JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 # Reassociation lets LLVM vectorise sums; no finite-math flags, so NaN and inf stay visible.
@@ -18,6 +19,7 @@ FAST = {**JIT, "fastmath": {"reassoc", "contract"}}
 # Small helpers called once per row: a call between compiled functions costs more than
 # the row's arithmetic, so they are inlined into their callers.
 INLINE = {**FAST, "inline": "always"}
+TINY = np.finfo(np.float64).tiny
 
 
 @numba.njit(**INLINE)
@@ -146,9 +148,10 @@ def _vertical(rows, weights, y, start, length, column, line):
 
 
 @numba.njit(**INLINE)
-def _geometric_mean_band(image, log_data, beta, floor, weights, target, first, stop):
+def _geometric_mean_band(image, logs, log_data, beta, floor, weights, target, first, stop):
     """Rows [first, stop) of G_σ exp((1 − β) log max(p, floor) + β log q) for one (H, W)
-    image into ``target``, not yet normalised; returns their sum.
+    image into ``target``, not yet normalised; returns their sum. ``logs`` is log max(p,
+    tiny) of the image when known (then no log is taken here), else an empty array.
 
     Rows are mixed and smoothed along x as they are read, kept in a ring of 2r + 1 rows,
     and smoothed along y as soon as their neighbours are there, so the work stays in cache
@@ -165,18 +168,40 @@ def _geometric_mean_band(image, log_data, beta, floor, weights, target, first, s
     column = np.empty(width)
     ready = max(first - radius, 0)  # the next row to mix and smooth along x
     total = 0.0
+    log_floor = _log_floor(floor)
     for y in range(first, stop):
         while ready <= min(y + radius, height - 1):
-            source, data = image[ready], log_data[ready]
-            # Two loops (log, then exp) vectorise better than one that does both.
-            for x in range(width):
-                mixed[x] = fastmath.log(max(np.float64(source[x]), floor))
-            for x in range(width):
-                mixed[x] = fastmath.exp((1.0 - beta) * mixed[x] + beta * data[x])
+            _mix_row(image, logs, log_data, beta, log_floor, ready, mixed, column)
             _correlate_padded(padded, weights, ring[ready % taps], width)
             ready += 1
         total += _vertical(ring, weights, y, 0, height, column, target[y])
     return total
+
+
+@numba.njit(**INLINE)
+def _log_floor(floor):
+    """log floor, taken as :func:`_mix_row` takes its logs (the same bits)."""
+    log_floors = np.empty(1)
+    fastmath.log_floored(np.full(1, floor), TINY, log_floors)
+    return log_floors[0]
+
+
+@numba.njit(**INLINE)
+def _mix_row(image, logs, log_data, beta, log_floor, y, mixed, taken):
+    """mixed = exp((1 − β) log max(p, floor) + β log q) along row y, where log max(p,
+    floor) = max(log max(p, tiny), log floor) with the logs taken as the metric V takes
+    them (``logs``, if it has: then the same bits are read instead of taken here, else
+    they are taken into the row buffer ``taken``; not into ``mixed``: a loop that reads
+    and writes one array through two names runs unvectorised)."""
+    if logs.size > 0:
+        row_logs = logs[y]
+    else:
+        fastmath.log_floored(image[y], TINY, taken)
+        row_logs = taken
+    data = log_data[y]
+    for x in range(mixed.size):
+        log_p = max(row_logs[x], log_floor)
+        mixed[x] = fastmath.exp((1.0 - beta) * log_p + beta * data[x])
 
 
 @numba.njit(**INLINE)
@@ -194,11 +219,12 @@ def _scale_band(target, first, stop, factor):
 
 
 @numba.njit(**INLINE)
-def _geometric_mean_task(task, bands, values, log_data, beta, floor, weights, out, totals):
+def _geometric_mean_task(task, bands, values, logs, log_data, beta, floor, weights, out, totals):
     image = task // bands
     first, stop = _band_rows(task % bands, bands, values.shape[1])
+    image_logs = logs[image] if logs.size > 0 else logs[0]
     totals[task] = _geometric_mean_band(
-        values[image], log_data, beta, floor, weights, out[image], first, stop
+        values[image], image_logs, log_data, beta, floor, weights, out[image], first, stop
     )
 
 
@@ -212,25 +238,50 @@ def _normalise_task(task, bands, out, totals):
     _scale_band(out[image], first, stop, 1.0 / total)
 
 
+@numba.njit(**INLINE)
+def _normalise_and_sum(task, bands, out, totals, rows, cols, sums, negatives):
+    """Normalise band ``task``; when the image is one band, also take its block sums on a
+    grid of rows × cols blocks (if rows > 0) while it is in this thread's cache."""
+    _normalise_task(task, bands, out, totals)
+    if bands == 1:
+        for band in range(task * rows, (task + 1) * rows):
+            _band_sums(out, band, rows, cols, sums, negatives)
+
+
 @numba.njit(**FAST)
-def geometric_mean(values, log_data, beta, floor, weights, out, bands):
+def geometric_mean(values, logs, log_data, beta, floor, weights, out, bands, rows, cols, sums):
     """The geometric-mean step for (batch, H, W) ``values`` into ``out``:
     p' ∝ G_σ exp((1 − β) log max(p, floor) + β log q), each image summing to 1; each image
-    is worked on in ``bands`` bands of rows. ``weights`` (odd length) of length 1: σ = 0."""
+    is worked on in ``bands`` bands of rows. ``weights`` (odd length) of length 1: σ = 0.
+    ``logs``: log max(p, tiny) of ``values`` in float64 if known, else shape (1, 0, 0).
+    With rows > 0, also fills (batch, rows · cols) ``sums`` with the block sums of ``out``
+    (as ``grid_block_sums`` takes them) and returns its number of negative values."""
     tasks = values.shape[0] * bands
     totals = np.empty(tasks)
+    negatives = np.zeros(values.shape[0] * rows, dtype=np.int64)
     for task in range(tasks):
-        _geometric_mean_task(task, bands, values, log_data, beta, floor, weights, out, totals)
+        _geometric_mean_task(task, bands, values, logs, log_data, beta, floor, weights, out, totals)
     for task in range(tasks):
-        _normalise_task(task, bands, out, totals)
+        _normalise_and_sum(task, bands, out, totals, rows, cols, sums, negatives)
+    if bands > 1:
+        for band in range(negatives.size):
+            _band_sums(out, band, rows, cols, sums, negatives)
+    return negatives.sum()
 
 
 @numba.njit(parallel=True, **FAST)
-def geometric_mean_parallel(values, log_data, beta, floor, weights, out, bands):
+def geometric_mean_parallel(
+    values, logs, log_data, beta, floor, weights, out, bands, rows, cols, sums
+):
     """:func:`geometric_mean` with the images and bands shared among numba's threads."""
     tasks = values.shape[0] * bands
     totals = np.empty(tasks)
+    negatives = np.zeros(values.shape[0] * rows, dtype=np.int64)
     for task in numba.prange(tasks):
-        _geometric_mean_task(task, bands, values, log_data, beta, floor, weights, out, totals)
+        _geometric_mean_task(task, bands, values, logs, log_data, beta, floor, weights, out, totals)
     for task in numba.prange(tasks):
-        _normalise_task(task, bands, out, totals)
+        _normalise_and_sum(task, bands, out, totals, rows, cols, sums, negatives)
+    if bands > 1:
+        for band in numba.prange(negatives.size):
+            _band_sums(out, band, rows, cols, sums, negatives)
+    return negatives.sum()

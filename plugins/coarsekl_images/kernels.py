@@ -12,11 +12,13 @@ from coarsekl.numerics import compiled_enabled, parallel_or_serial, recycled_emp
 from coarsekl.problem import Problem
 from coarsekl.random import MemberRandom
 from coarsekl.schedules import Schedule, Step, non_negative_schedule, schedule_field
+from coarsekl_blocks.partitions import BlockGrid
 from coarsekl_images.filters import blockwise_gaussian, gaussian_smooth, gaussian_weights
 
 __all__ = ["BlockBlur", "GeometricMean", "UnsharpMask", "normalise"]
 
 BAND_ROWS = 256  # the compiled geometric mean works on bands of at least this many rows
+NO_LOGS = np.empty((1, 0, 0))  # for the compiled geometric mean: log p not known
 
 
 def normalise(values: np.ndarray) -> np.ndarray:
@@ -67,15 +69,29 @@ class GeometricMean:
 
             weights = gaussian_weights(sigma) if sigma > 0 else np.ones(1)
             batch = np.ascontiguousarray(state).reshape(-1, *state.shape[-2:])
+            # log p, if a metric (V) took it when the state was recorded: not taken again.
+            logs = problem.recall(state, "log")
+            logs = NO_LOGS if logs is None else logs.reshape(batch.shape)
             out = recycled_empty(batch.shape, batch.dtype)
+            # On a grid of blocks, the block sums of the result are taken while it is in
+            # the cache, for the runner's check of it.
+            grid = problem.partition if isinstance(problem.partition, BlockGrid) else None
+            rows, cols = grid.blocks if grid is not None else (0, 0)
+            sums = np.empty((batch.shape[0], rows * cols))
             # Large images in bands of rows that threads share; the bands depend on the
             # image size alone, so results do not depend on the number of threads.
             bands = max(1, batch.shape[1] // BAND_ROWS)
             geometric_mean = parallel_or_serial(
                 _compiled.geometric_mean, _compiled.geometric_mean_parallel, batch.size
             )
-            geometric_mean(batch, log_data, beta, self.floor, weights, out, bands)
-            return out.reshape(state.shape)
+            negatives = geometric_mean(
+                batch, logs, log_data, beta, self.floor, weights, out, bands, rows, cols, sums
+            )
+            result = out.reshape(state.shape)
+            if grid is not None:
+                summary = (sums.reshape(*state.shape[:-2], rows * cols), int(negatives))
+                problem.remember(result, "summary", summary)
+            return result
         log_mix = np.log(np.maximum(state, self.floor))
         log_mix *= 1 - beta
         log_mix += beta * log_data

@@ -131,6 +131,21 @@ def test_v_vanishes_exactly_on_block_constant_states_and_is_positive_otherwise(
     assert np.all(WithinBlockV().compute(random_states(problem), problem, STEP) > 0)
 
 
+@pytest.mark.parametrize("make_problem", PROBLEMS)
+def test_v_keeps_the_logs_it_took_for_the_next_kernel_step(numerics, make_problem):
+    """On the compiled path V remembers log max(p, tiny) of the state (for the geometric
+    mean kernel of the next step, which then takes no log of its own)."""
+    problem = make_problem()
+    states = random_states(problem, empty_blocks=(1,))
+    WithinBlockV().compute(states, problem, Step(1, 1))
+    logs = problem.recall(states, "log")
+    if numerics == "reference":
+        assert logs is None
+        return
+    expected = np.log(np.maximum(states, np.finfo(np.float64).tiny))
+    np.testing.assert_allclose(logs, expected, rtol=1e-15, atol=0)
+
+
 def test_v_of_a_point_mass_is_log_of_its_block_size():
     problem = grid_problem(shape=(4, 6), blocks=(2, 2))  # blocks of 2 × 3 = 6 pixels
     state = np.zeros((4, 6))

@@ -142,6 +142,33 @@ def test_geometric_mean_gives_the_same_numbers_on_any_number_of_threads(monkeypa
     np.testing.assert_allclose(results[0].sum(), 1.0, rtol=1e-14)
 
 
+@pytest.mark.parametrize("band_rows", [256, 5])  # each image one band, or three
+def test_geometric_mean_on_a_grid_remembers_the_block_sums_of_its_result(monkeypatch, band_rows):
+    """The runner checks the kernel's output with the block sums the kernel took of it in
+    its own pass: exactly the partition's (the same order of summation)."""
+    from coarsekl import numerics
+
+    if not numerics.compiled_enabled():
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr("coarsekl_images.kernels.BAND_ROWS", band_rows)
+    problem, states = make_problem(), random_states(zeros=True)
+    result = GeometricMean(beta=0.2, sigma=0.7).step(states, problem, STEP, rng_for(3))
+    masses, negatives = problem.recall(result, "summary")
+    expected, expected_negatives = problem.partition.summarise(result)
+    np.testing.assert_array_equal(masses, expected)
+    assert negatives == expected_negatives == 0
+
+
+def test_geometric_mean_reads_the_logs_the_metric_v_took_instead_of_taking_them(numerics):
+    problem, states = make_problem(), random_states(zeros=True)
+    kernel = GeometricMean(beta=0.2, sigma=0.7)
+    taking_logs = kernel.step(states, problem, STEP, rng_for(3))
+    WithinBlockV().compute(states, problem, STEP)
+    assert (problem.recall(states, "log") is None) == (numerics == "reference")
+    reading_logs = kernel.step(states, problem, STEP, rng_for(3))
+    np.testing.assert_array_equal(reading_logs, taking_logs)
+
+
 def test_geometric_mean_end_points_are_the_state_and_the_data(numerics):
     problem = make_problem()
     states = random_states()
