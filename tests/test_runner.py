@@ -406,6 +406,19 @@ def test_parallel_loops_in_the_kernels_do_not_change_the_numbers(small_config, m
     assert_same_trajectory(coarsekl.run(config, threads=2), coarsekl.run(config, threads=1))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_states_do_not_depend_on_the_metrics_recorded(small_config, threads):
+    """Recording V hands its logs to the next kernel step (and the kernel and projector
+    hand their block sums to the runner's checks): the trajectory is the same, bit for
+    bit, as one recorded without any metric."""
+    snapshots = [0, 1, 2, 3, 4, 5, 6]
+    with_v = small_config(members=3, record__snapshots=snapshots, record__metrics=["V", "mse"])
+    bare = small_config(members=3, record__snapshots=snapshots, record__metrics=[])
+    metrics, bare = coarsekl.run(with_v, threads=threads), coarsekl.run(bare, threads=threads)
+    for name in ("state", "block_mass", "leak", "clipped"):
+        np.testing.assert_array_equal(metrics[name].values, bare[name].values, err_msg=name)
+
+
 def test_schemes_split_across_threads_still_share_their_random_numbers(small_config):
     """One member on two threads: base and proj run as separate tiles, proj drawing from
     a copy of the member's generator. Numbers must equal the single-threaded run's."""
