@@ -102,7 +102,19 @@ class GeometricMean:
 
 def _log_floored(problem: Problem, floor: float) -> np.ndarray:
     """log max(q_data, floor), computed once per problem (the data does not change)."""
-    return problem.memo(("log-data", floor), lambda: np.log(np.maximum(problem.data_state, floor)))
+    compiled = compiled_enabled()
+
+    def compute() -> np.ndarray:
+        data = problem.data_state
+        if not compiled:
+            return np.log(np.maximum(data, floor))
+        from coarsekl import fastmath
+
+        logs = np.empty(data.shape)
+        fastmath.log_floored(data.reshape(-1), floor, logs.reshape(-1))
+        return logs
+
+    return problem.memo(("log-data", floor, compiled), compute)
 
 
 @attrs.frozen(kw_only=True)
