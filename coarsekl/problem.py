@@ -152,9 +152,10 @@ class Problem:
         ``"summary"`` ((block masses (..., K) in float64, number of negative values), taken
         by the plugin that made the state in the same pass: the runner checks the state
         with it instead of another pass); ``"log"`` (log max(p, tiny) in float64, the
-        state's shape: the metric V takes it, and the geometric-mean kernel of the next
-        step reads it instead of taking the log again). Values are kept per thread for the
-        last few arrays, and only while the array lives. Plugins never change a state in
+        state's shape: the metric V keeps it for small float64 states, and the
+        geometric-mean kernel of the next step reads it instead of taking the log again).
+        Values are kept per thread for the last few arrays, and only while the array
+        lives. Plugins never change a state in
         place; the runner, which writes projected schemes into the kernel's output, forgets
         (:meth:`forget`) that array first.
         """
@@ -163,9 +164,9 @@ class Problem:
             if reference() is state:
                 values[name] = value
                 return value
+        # Entries of arrays gone go at once (a state's logs are as large as the state).
+        entries[:] = [entry for entry in entries[: RECENT_STATES - 1] if entry[0]() is not None]
         entries.insert(0, (weakref.ref(state), {name: value}))
-        if len(entries) > RECENT_STATES:  # the oldest go, and arrays gone meanwhile
-            entries[:] = [entry for entry in entries if entry[0]() is not None][:RECENT_STATES]
         return value
 
     def recall(self, state: Any, name: str) -> Any:

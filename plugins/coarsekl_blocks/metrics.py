@@ -26,6 +26,8 @@ from coarsekl_blocks.vdelta import kl_divergence, project_masses
 
 __all__ = ["BlockMassError", "BlockVariance", "MeanSquaredError", "VDelta", "WithinBlockV"]
 
+SHARED_LOG_BYTES = 1 << 20  # V keeps the logs it takes of states up to this size
+
 
 def _site_axes(problem: Problem) -> tuple[int, ...]:
     return tuple(range(-len(problem.partition.site_shape), 0))
@@ -62,7 +64,11 @@ class WithinBlockV:
                 summation_pieces(site_size),
                 logs,
             )
-            problem.remember(state, "log", logs.reshape(state.shape))
+            # Kept where they stay in the cache: larger ones come back from memory no
+            # faster than the kernel takes them again (and float32 states would more
+            # than double their memory).
+            if state.dtype == np.float64 and logs.nbytes <= SHARED_LOG_BYTES:
+                problem.remember(state, "log", logs.reshape(state.shape))
             return v.reshape(masses.shape[:-1])
         # |Ω_j| / w_j: p(x) times it is p(x | j) / u_j(x); empty blocks hold no p to weigh.
         inverse_uniform = np.divide(
