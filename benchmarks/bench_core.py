@@ -208,14 +208,26 @@ def restore_breakdown(config, registry, experiment, quick: bool) -> None:
     state = layout.repeat(experiment.initial_states, len(config.schemes))
     proposal = experiment.kernel.step(state, problem, step, None)
     batch = state.shape[:2]
+    recorded = state.copy()
+    experiment.metrics["V"].compute(recorded, problem, step)  # V keeps the logs it takes
+    scheme = proposal[1]  # with its block masses known, as the runner hands it over
+    problem.remember_block_masses(
+        scheme, layout.check_and_sum(proposal, batch, "", 1, problem)[1][1]
+    )
     parts = {
-        "kernel (geometric mean, both schemes)": lambda: experiment.kernel.step(
+        "kernel (geometric mean, both schemes), taking its logs": lambda: experiment.kernel.step(
             state, problem, step, None
         ),
+        "kernel, reading the logs V took of the state": lambda: experiment.kernel.step(
+            recorded, problem, step, None
+        ),
+        # (with the block sums the kernel took of its result: no pass of its own)
         "contract check + block masses": lambda: layout.check_and_sum(
             proposal, batch, "kernel", 1, problem
         ),
-        "projection (one scheme)": lambda: experiment.projector.project(proposal[1], problem, step),
+        "projection (one scheme, with the block sums of its result)": lambda: (
+            experiment.projector.project(scheme, problem, step)
+        ),
         "V": lambda: experiment.metrics["V"].compute(proposal, problem, step),
         "mse": lambda: experiment.metrics["mse"].compute(proposal, problem, step),
     }
