@@ -124,6 +124,24 @@ def test_member_streams_do_not_depend_on_the_ensemble_size(small_config):
     np.testing.assert_array_equal(two.V, three.V.isel(member=[0, 1]))
 
 
+def test_the_coordinates_and_indexes_are_those_xarray_makes_by_default(small_config):
+    """The runner makes the indexes of the dimension coordinates itself (faster): they
+    must be what xarray would make of the same values."""
+    import xarray as xr
+
+    dataset = coarsekl.run(small_config(steps=2, record__snapshots=[0, 2]))
+    coords = {name: (c.dims, c.values, c.attrs) for name, c in dataset.coords.items()}
+    assert dataset["scheme"].dtype.kind == "U"  # (as from a list of names)
+    expected = xr.Dataset(coords=coords)
+    for name in expected.coords:
+        assert dataset[name].identical(expected[name]), name
+        assert dataset[name].dtype == expected[name].dtype, name
+    assert set(dataset.indexes) == {"scheme", "member", "step", "block", "snapshot", "y", "x"}
+    for name, index in expected.indexes.items():
+        assert dataset.indexes[name].equals(index), name
+        assert dataset.indexes[name].dtype == index.dtype, name
+
+
 def test_same_seed_same_numbers_other_seed_other_numbers(small_config):
     first, again = coarsekl.run(small_config()), coarsekl.run(small_config())
     other = coarsekl.run(small_config(seed=4))
