@@ -155,9 +155,8 @@ class Problem:
         state's shape: the metric V keeps it for small float64 states, and the
         geometric-mean kernel of the next step reads it instead of taking the log again).
         Values are kept per thread for the last few arrays, and only while the array
-        lives. Plugins never change a state in
-        place; the runner, which writes projected schemes into the kernel's output, forgets
-        (:meth:`forget`) that array first.
+        lives. Plugins never change a state in place; the runner, which writes projected
+        schemes into the kernel's output, forgets (:meth:`forget`) that array first.
         """
         entries = self._recent_states()
         for reference, values in entries:

@@ -353,7 +353,8 @@ class Engine:
         else:
             new_state, new_masses, clipped = proposal, proposal_masses, None
         self.states[task], self.masses[task] = new_state, new_masses
-        problem.forget(state)  # (its logs, as large as the state, go before new ones come)
+        if new_state is not state:  # (a kernel may return its input unchanged)
+            problem.forget(state)  # its logs, as large as the state, go before new ones come
         recorder.record(index, tile, step, new_state, new_masses, clipped)
 
     def _project(self, task: int, index: int, step: Step, proposal, proposal_masses):

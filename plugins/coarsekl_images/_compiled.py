@@ -166,12 +166,13 @@ def _geometric_mean_band(image, logs, log_data, beta, floor, weights, target, fi
     padded = np.empty(width + 2 * radius)
     mixed = padded[radius:]  # rows are mixed in place, between their reflected ends
     column = np.empty(width)
+    taken = np.empty(width)  # a row's logs, when they are taken here
     ready = max(first - radius, 0)  # the next row to mix and smooth along x
     total = 0.0
     log_floor = _log_floor(floor)
     for y in range(first, stop):
         while ready <= min(y + radius, height - 1):
-            _mix_row(image, logs, log_data, beta, log_floor, ready, mixed, column)
+            _mix_row(image, logs, log_data, beta, log_floor, ready, mixed, taken)
             _correlate_padded(padded, weights, ring[ready % taps], width)
             ready += 1
         total += _vertical(ring, weights, y, 0, height, column, target[y])
