@@ -70,3 +70,25 @@ def test_log_matches_numpy_on_random_arguments(x):
     assert abs(result - np.log(x)) <= 2 * max(
         np.spacing(abs(np.log(x))), np.spacing(1.0) * abs(x - 1)
     )
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_log_floored_is_the_floored_log_with_the_same_bits_wherever_a_value_stands(dtype):
+    """The logs V takes and the kernel reads must be the kernel's own to the bit: a value
+    gives the same log at any place of any array (vectorised body or scalar remainder)."""
+    rng = np.random.default_rng(3)
+    values = (rng.random(1037) * 1e-3).astype(dtype)
+    values[::97] = 0.0
+    floor = 1e-12
+    logs = np.empty(values.size)
+    fastmath.log_floored(values, floor, logs)
+    expected = np.log(np.maximum(values.astype(np.float64), floor))
+    assert ulps(logs, expected).max() <= 2
+    for start in (0, 1, 5, 500, 1030):
+        piece = np.empty(values.size - start)
+        fastmath.log_floored(values[start:], floor, piece)
+        np.testing.assert_array_equal(piece, logs[start:])
+    one = np.empty(1)
+    for i in (0, 7, 97, 1036):
+        fastmath.log_floored(values[i : i + 1], floor, one)
+        assert one[0] == logs[i]
