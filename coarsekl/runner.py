@@ -549,11 +549,11 @@ class _Recorder:
     def _finish(self) -> None:
         """The leak ‖w(K_t p) − w(p)‖₁ and the metrics computed from block masses, over all
         steps at once (no kernel before step 0: its leak stays 0)."""
-        masses = self.arrays["block_mass"]
-        leak = np.abs(self.masses_before[:, :, 1:] - masses[:, :, :-1]).sum(axis=-1)
+        after = self.arrays["block_mass"]
+        leak = np.abs(self.masses_before[:, :, 1:] - after[:, :, :-1]).sum(axis=-1)
         self.arrays["leak"][:, :, 1:] = leak
         for name in self.from_masses:
-            sources = {name: self.arrays["block_mass"]}
+            sources = {name: after}
             if name in self.before:
                 sources[f"{name}_pre"] = self.masses_before
             for variable, masses in sources.items():
@@ -744,8 +744,8 @@ class _Recorder:
 
 def _coordinates(coords: dict[str, tuple]):
     """``xr.Coordinates`` from ``name: (dims, values, attributes)``, with the indexes of
-    the dimension coordinates made directly (what xarray makes by default, in a third of
-    its time: a noticeable part of a short run)."""
+    the dimension coordinates made directly (what xarray makes by default, in about two
+    thirds of its time: a noticeable part of a short run)."""
     import pandas as pd
     import xarray as xr
     from xarray.indexes import PandasIndex

@@ -348,15 +348,18 @@ def project_grid_parallel(values, masses, lower, upper, rows, cols, out):
 @numba.njit(**INLINE_SUMS)
 def _entropy_piece(values, task, pieces, partial, logs):
     """Σ p log p over piece ``task % pieces`` of row ``task // pieces`` (0 log 0 = 0),
-    keeping log max(p, tiny) in the same place of ``logs``."""
-    row, logs_row = values[task // pieces], logs[task // pieces]
+    keeping log max(p, tiny) in the same place of ``logs`` unless it is empty."""
+    row = values[task // pieces]
+    keep = logs.size > 0
+    logs_row = logs[task // pieces] if keep else np.empty(LOG_CHUNK)  # (else a scratch)
     piece = task % pieces
     first, stop = piece * row.size // pieces, (piece + 1) * row.size // pieces
     total = 0.0
     for start in range(first, stop, LOG_CHUNK):  # chunks: the logs are summed from L1
         end = min(start + LOG_CHUNK, stop)
         # Views indexed by the bare loop variable vectorise (see grid_scale_blocks).
-        segment, log_segment = row[start:end], logs_row[start:end]
+        segment = row[start:end]
+        log_segment = logs_row[start:end] if keep else logs_row[: end - start]
         fastmath.log_floored(segment, TINY, log_segment)
         for i in range(segment.size):
             total += np.float64(segment[i]) * log_segment[i]
@@ -385,7 +388,7 @@ def within_block_v(values, masses, log_sizes, pieces, logs):
     """V(p) = Σ_x p log p − Σ_j w_j log(w_j / |Ω_j|) for each row of (batch, N) ``values``
     with block masses (batch, K) and log block sizes (K,): (batch,), float64; the pixel
     sums are taken in ``pieces`` pieces per row. Fills (batch, N) float64 ``logs`` with
-    log max(p, tiny) on the way."""
+    log max(p, tiny) on the way, unless ``logs`` is empty (shape (0, 0))."""
     partial = np.empty(values.shape[0] * pieces)
     for task in range(partial.size):
         _entropy_piece(values, task, pieces, partial, logs)

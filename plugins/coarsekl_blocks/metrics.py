@@ -27,6 +27,7 @@ from coarsekl_blocks.vdelta import kl_divergence, project_masses
 __all__ = ["BlockMassError", "BlockVariance", "MeanSquaredError", "VDelta", "WithinBlockV"]
 
 SHARED_LOG_BYTES = 1 << 20  # V keeps the logs it takes of states up to this size
+NO_LOGS = np.empty((0, 0))  # for the compiled V: logs not kept
 
 
 def _site_axes(problem: Problem) -> tuple[int, ...]:
@@ -53,7 +54,11 @@ class WithinBlockV:
             site_size = problem.memo("site-size", lambda: math.prod(partition.site_shape))
             log_sizes = problem.memo("log-block-sizes", lambda: np.log(partition.block_sizes))
             rows = state.reshape(-1, site_size)
-            logs = recycled_empty(rows.shape)
+            # The logs are kept where they stay in the cache: larger ones come back from
+            # memory no faster than the kernel takes them again (and float32 states would
+            # more than double their memory).
+            keep = state.dtype == np.float64 and rows.nbytes <= SHARED_LOG_BYTES
+            logs = recycled_empty(rows.shape) if keep else NO_LOGS
             within_block_v = parallel_or_serial(
                 _compiled.within_block_v, _compiled.within_block_v_parallel, rows.size
             )
@@ -64,10 +69,7 @@ class WithinBlockV:
                 summation_pieces(site_size),
                 logs,
             )
-            # Kept where they stay in the cache: larger ones come back from memory no
-            # faster than the kernel takes them again (and float32 states would more
-            # than double their memory).
-            if state.dtype == np.float64 and logs.nbytes <= SHARED_LOG_BYTES:
+            if keep:
                 problem.remember(state, "log", logs.reshape(state.shape))
             return v.reshape(masses.shape[:-1])
         # |Ω_j| / w_j: p(x) times it is p(x | j) / u_j(x); empty blocks hold no p to weigh.
