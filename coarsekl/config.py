@@ -11,6 +11,7 @@ used by ``coarsekl sweep`` and ignored by a single run.
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -247,6 +248,10 @@ class ExperimentConfig:
 
     def to_toml(self) -> str:
         """The config as TOML text; ``load_config`` of it gives back an equal config."""
+        return self._toml
+
+    @functools.cached_property
+    def _toml(self) -> str:  # (a config never changes; every trajectory records it)
         import tomli_w
 
         return tomli_w.dumps(_plain(self.to_mapping()))

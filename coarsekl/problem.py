@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -159,32 +160,45 @@ class Problem:
         schemes into the kernel's output, forgets (:meth:`forget`) that array first.
         """
         entries = self._recent_states()
-        for reference, values in entries:
-            if reference() is state:
-                values[name] = value
-                return value
-        # Entries of arrays gone go at once (a state's logs are as large as the state).
-        entries[:] = [entry for entry in entries[: RECENT_STATES - 1] if entry[0]() is not None]
-        entries.insert(0, (weakref.ref(state), {name: value}))
+        key = id(state)
+        entry = entries.get(key)
+        if entry is not None and entry[0]() is state:
+            entry[1][name] = value
+            return value
+        if len(entries) >= RECENT_STATES:
+            entries.popitem(last=False)  # the oldest
+
+        def gone(reference, entries=entries, key=key) -> None:
+            # The array is gone: its values go at once (a state's logs are as large as
+            # the state), unless a newer array with the same id took its place.
+            entry = entries.get(key)
+            if entry is not None and entry[0] is reference:
+                entries.pop(key, None)
+
+        entries[key] = (weakref.ref(state, gone), {name: value})
         return value
 
     def recall(self, state: Any, name: str) -> Any:
         """The value remembered (:meth:`remember`) as ``name`` for the array ``state``, or None."""
-        for reference, values in self._recent_states():
-            if reference() is state:
-                return values.get(name)
+        entry = self._recent_states().get(id(state))
+        if entry is not None and entry[0]() is state:
+            return entry[1].get(name)
         return None
 
     def forget(self, state: Any) -> None:
         """Drop every value remembered for ``state`` (its contents are about to change)."""
         entries = self._recent_states()
-        entries[:] = [entry for entry in entries if entry[0]() is not state]
+        entry = entries.get(id(state))
+        if entry is not None and entry[0]() is state:
+            entries.pop(id(state), None)
 
-    def _recent_states(self) -> list:
+    def _recent_states(self) -> OrderedDict[int, tuple[weakref.ref, dict[str, Any]]]:
+        """This thread's ``id(array): (weak reference to it, {name: value})``, oldest first
+        (an entry leaves when its array is gone: the weak reference's callback)."""
         try:
             return self._recent.entries
         except AttributeError:
-            self._recent.entries = []
+            self._recent.entries = OrderedDict()
             return self._recent.entries
 
     def member_states(self, states: np.ndarray, members: int, what: str) -> np.ndarray:
@@ -239,9 +253,11 @@ class Problem:
         ``reference_for(state)``. Raises InfeasibleTargetError when Σa > 1 or Σb < 1 (then
         no state meets the bounds).
         """
-        reference = self.reference_for(state)
         key = ("bounds", float(delta), getattr(state, "alpha_bar", 1.0))
-        return self.memo(key, lambda: self._bounds(delta, reference))
+        try:
+            return self._memo[key]  # (asked for every step: the look-up alone)
+        except KeyError:
+            return self.memo(key, lambda: self._bounds(delta, self.reference_for(state)))
 
     def _bounds(self, delta: float, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not np.isfinite(delta) or delta < 0:

@@ -153,19 +153,25 @@ class DistributionStates:
         none when the plugin that made the state took that summary in its own pass and
         remembered it (``"summary"``, see :meth:`Problem.remember`); Σp is then the sum of
         the block masses."""
-        where = f"{who} at step {step}"
-        checked = _check_array(state, (*batch, *self.site_shape), where, self.dtype)
-        # (a state converted to the run's dtype holds other values than the summary's)
-        summary = problem.recall(state, "summary") if checked is state else None
+        expected = (*batch, *self.site_shape)
+        if isinstance(state, np.ndarray) and state.shape == expected and state.dtype == self.dtype:
+            checked, summary = state, problem.recall(state, "summary")
+        else:  # wrong (raises), or converted to the run's dtype: other values than summarised
+            checked, summary = (
+                _check_array(state, expected, f"{who} at step {step}", self.dtype),
+                None,
+            )
         summarise = getattr(problem.partition, "summarise", None)
         if summary is None and summarise is not None:
             summary = summarise(checked)
         if summary is None:  # two passes: the contract check, then the block sums
+            where = f"{who} at step {step}"
             _check_normalised(checked, len(self.site_shape), where, self.tolerances)
             return checked, problem.block_masses(checked)
         masses, negatives = summary
         worst, finite = _mass_deviation(masses)
-        _judge(checked, worst, negatives, finite, where, self.tolerances)
+        if negatives or not finite or worst > self.tolerances.normalisation:
+            _judge(checked, worst, negatives, finite, f"{who} at step {step}", self.tolerances)
         return checked, problem.remember_block_masses(checked, masses)
 
     def initial(self, states: Any, members: int, who: str) -> np.ndarray:

@@ -142,6 +142,50 @@ def test_the_coordinates_and_indexes_are_those_xarray_makes_by_default(small_con
         assert dataset.indexes[name].dtype == index.dtype, name
 
 
+@pytest.mark.parametrize("experiment", ["images", "particles", "chain"])
+def test_a_trajectory_is_the_dataset_xarray_makes_of_its_variables(small_config, experiment):
+    """The runner puts its trajectory together without xarray's constructor (faster): it
+    must be exactly what that constructor makes of the same variables."""
+    import xarray as xr
+    from tests.coarsekl_chains.test_plugin import CHAIN
+
+    configs = {
+        "images": lambda: small_config(steps=2, record__snapshots=[0, 2]),
+        "particles": lambda: coarsekl.load_config("gmm-leakage").with_overrides(
+            {"steps": 2, "record.snapshots": [0, 2], "members": 2, "particles": 500}
+        ),
+        "chain": lambda: coarsekl.load_config(CHAIN),
+    }
+    config = configs[experiment]()
+    dataset = coarsekl.run(config)
+    expected = xr.Dataset(
+        {name: dataset[name].variable for name in dataset.data_vars},
+        coords={name: dataset[name].variable for name in dataset.coords},
+        attrs=dataset.attrs,
+    )
+    xr.testing.assert_identical(dataset, expected)
+    assert list(dataset.variables) == list(expected.variables)
+    assert list(dataset.sizes.items()) == list(expected.sizes.items())
+    assert set(dataset.coords) == set(expected.coords)
+    assert {name: type(index) for name, index in dataset.xindexes.items()} == {
+        name: type(index) for name, index in expected.xindexes.items()
+    }
+
+
+def test_variables_that_disagree_on_a_size_get_xarrays_own_error():
+    import xarray as xr
+
+    from coarsekl.runner import _dataset
+
+    variables = {"mass": xr.Variable("block", np.ones(3))}
+    with pytest.raises(ValueError, match="block"):
+        _dataset(variables, {"block": ("block", np.arange(4), {})}, {})
+    dataset = _dataset(variables, {"block": ("block", np.arange(3), {"units": "1"})}, {})
+    assert dataset.indexes["block"].equals(
+        xr.Dataset(coords={"block": np.arange(3)}).indexes["block"]
+    )
+
+
 def test_same_seed_same_numbers_other_seed_other_numbers(small_config):
     first, again = coarsekl.run(small_config()), coarsekl.run(small_config())
     other = coarsekl.run(small_config(seed=4))

@@ -319,30 +319,45 @@ def _project_band(values, factors, task, rows, cols, out, sums, negatives):
     _band_sums(out, task, rows, cols, sums, negatives)
 
 
+@numba.njit(**INLINE_SUMS)
+def _all_positive(masses):
+    """True when every block mass is > 0 (False for NaN)."""
+    for w in masses.ravel():  # noqa: SIM110 (numba compiles the loop, not all(generator))
+        if not w > 0.0:
+            return False
+    return True
+
+
 @numba.njit(**FAST_SUMS)
 def project_grid(values, masses, lower, upper, rows, cols, out):
     """The V_δ projection of (batch, H, W) ``values`` on a grid of rows × cols blocks, with
-    block masses (batch, K), all > 0, and bounds (K,) or (batch, K): ``out`` = the values
-    rescaled block by block to the projected masses w*; returns (w*, clipped, the block
-    sums of ``out`` and its number of negative values, as :func:`grid_block_sums` gives
-    them). The same numbers as :func:`project_rows` then :func:`grid_scale_blocks`."""
+    block masses (batch, K) and bounds (K,) or (batch, K): ``out`` = the values rescaled
+    block by block to the projected masses w*; returns (done, w*, clipped, the block sums
+    of ``out`` and its number of negative values, as :func:`grid_block_sums` gives them).
+    The same numbers as :func:`project_rows` then :func:`grid_scale_blocks`. Not done
+    (and ``out`` untouched) when a block mass is not > 0: empty blocks are the general
+    path's to fill."""
+    if not _all_positive(masses):
+        return False, masses, np.zeros(masses.shape, dtype=np.bool_), masses, 0
     projected, clipped, factors = _grid_projection(masses, lower, upper)
     sums = np.empty(masses.shape)
     negatives = np.empty(values.shape[0] * rows, dtype=np.int64)
     for task in range(negatives.size):
         _project_band(values, factors, task, rows, cols, out, sums, negatives)
-    return projected, clipped, sums, negatives.sum()
+    return True, projected, clipped, sums, negatives.sum()
 
 
 @numba.njit(parallel=True, **FAST_SUMS)
 def project_grid_parallel(values, masses, lower, upper, rows, cols, out):
     """:func:`project_grid` with the bands shared among numba's threads."""
+    if not _all_positive(masses):
+        return False, masses, np.zeros(masses.shape, dtype=np.bool_), masses, 0
     projected, clipped, factors = _grid_projection(masses, lower, upper)
     sums = np.empty(masses.shape)
     negatives = np.empty(values.shape[0] * rows, dtype=np.int64)
     for task in numba.prange(negatives.size):
         _project_band(values, factors, task, rows, cols, out, sums, negatives)
-    return projected, clipped, sums, negatives.sum()
+    return True, projected, clipped, sums, negatives.sum()
 
 
 @numba.njit(**INLINE_SUMS)

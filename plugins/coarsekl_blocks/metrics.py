@@ -51,8 +51,14 @@ class WithinBlockV:
             # broadcast array. The logs it takes are kept for the next kernel step.
             from coarsekl_blocks import _compiled
 
-            site_size = problem.memo("site-size", lambda: math.prod(partition.site_shape))
-            log_sizes = problem.memo("log-block-sizes", lambda: np.log(partition.block_sizes))
+            site_size, pieces, log_sizes = problem.memo(
+                "within-block-v",
+                lambda: (
+                    math.prod(partition.site_shape),
+                    summation_pieces(math.prod(partition.site_shape)),
+                    np.log(partition.block_sizes),
+                ),
+            )
             rows = state.reshape(-1, site_size)
             # The logs are kept where they stay in the cache: larger ones come back from
             # memory no faster than the kernel takes them again (and float32 states would
@@ -66,7 +72,7 @@ class WithinBlockV:
                 rows,
                 masses.reshape(-1, masses.shape[-1]),
                 log_sizes,
-                summation_pieces(site_size),
+                pieces,
                 logs,
             )
             if keep:

@@ -232,28 +232,32 @@ class VDeltaProjector:
     def project(self, state: np.ndarray, problem: Problem, step: Step) -> Projection:
         lower, upper = problem.bounds(self.tolerance(step))
         masses = problem.block_masses(state)
-        if compiled_enabled() and isinstance(problem.partition, BlockGrid) and masses.min() > 0:
-            return _project_on_grid(state, problem, masses, lower, upper)
+        if compiled_enabled() and isinstance(problem.partition, BlockGrid):
+            projection = _project_on_grid(state, problem, masses, lower, upper)
+            if projection is not None:
+                return projection
         new_masses, clipped = project_masses(masses, lower, upper)
         return Projection(apply_block_masses(state, problem, masses, new_masses), clipped)
 
 
-def _project_on_grid(state, problem: Problem, masses, lower, upper) -> Projection:
-    """:meth:`VDeltaProjector.project` on a grid of blocks, none empty, in one compiled
-    call; the block sums of the result, taken in the same pass, are remembered for the
-    runner's check of it (``"summary"``, see :meth:`Problem.remember`)."""
+def _project_on_grid(state, problem: Problem, masses, lower, upper) -> Projection | None:
+    """:meth:`VDeltaProjector.project` on a grid of blocks in one compiled call; the block
+    sums of the result, taken in the same pass, are remembered for the runner's check of
+    it (``"summary"``, see :meth:`Problem.remember`). None where a block is empty (the
+    general path fills it)."""
     import coarsekl_blocks._compiled as compiled
 
-    grid = problem.partition
-    rows, cols = grid.blocks
-    batch = np.ascontiguousarray(state).reshape(-1, *grid.shape)
+    rows, cols = problem.partition.blocks
+    batch = np.ascontiguousarray(state).reshape(-1, *state.shape[-2:])
     out = recycled_empty(batch.shape, batch.dtype)
     project = parallel_or_serial(
         compiled.project_grid, compiled.project_grid_parallel, batch.size, cheap=True
     )
-    _, clipped, sums, negatives = project(
+    done, _, clipped, sums, negatives = project(
         batch, masses.reshape(-1, rows * cols), lower, upper, rows, cols, out
     )
+    if not done:
+        return None
     result = out.reshape(state.shape)
     problem.remember(result, "summary", (sums.reshape(masses.shape), int(negatives)))
     return Projection(result, clipped.reshape(masses.shape))

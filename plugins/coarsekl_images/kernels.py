@@ -19,6 +19,7 @@ __all__ = ["BlockBlur", "GeometricMean", "UnsharpMask", "normalise"]
 
 BAND_ROWS = 256  # the compiled geometric mean works on bands of at least this many rows
 NO_LOGS = np.empty((1, 0, 0))  # for the compiled geometric mean: log p not known
+NO_SMOOTHING = np.ones(1)  # its weights for σ = 0
 
 
 def normalise(values: np.ndarray) -> np.ndarray:
@@ -63,41 +64,51 @@ class GeometricMean:
         self, state: np.ndarray, problem: Problem, step: Step, rng: MemberRandom
     ) -> np.ndarray:
         beta, sigma = self.beta.at(step), self.sigma.at(step)
-        log_data = _log_floored(problem, self.floor)
         if compiled_enabled():
-            from coarsekl_images import _compiled
-
-            weights = gaussian_weights(sigma) if sigma > 0 else np.ones(1)
-            batch = np.ascontiguousarray(state).reshape(-1, *state.shape[-2:])
-            # log p, if a metric (V) took it when the state was recorded: not taken again.
-            logs = problem.recall(state, "log")
-            logs = NO_LOGS if logs is None else logs.reshape(batch.shape)
-            out = recycled_empty(batch.shape, batch.dtype)
-            # On a grid of blocks, the block sums of the result are taken while it is in
-            # the cache, for the runner's check of it.
-            grid = problem.partition if isinstance(problem.partition, BlockGrid) else None
-            rows, cols = grid.blocks if grid is not None else (0, 0)
-            sums = np.empty((batch.shape[0], rows * cols))
-            # Large images in bands of rows that threads share; the bands depend on the
-            # image size alone, so results do not depend on the number of threads.
-            bands = max(1, batch.shape[1] // BAND_ROWS)
-            geometric_mean = parallel_or_serial(
-                _compiled.geometric_mean, _compiled.geometric_mean_parallel, batch.size
-            )
-            negatives = geometric_mean(
-                batch, logs, log_data, beta, self.floor, weights, out, bands, rows, cols, sums
-            )
-            result = out.reshape(state.shape)
-            if grid is not None:
-                summary = (sums.reshape(*state.shape[:-2], rows * cols), int(negatives))
-                problem.remember(result, "summary", summary)
-            return result
+            return self._step_compiled(state, problem, beta, sigma)
+        log_data = _log_floored(problem, self.floor)
         log_mix = np.log(np.maximum(state, self.floor))
         log_mix *= 1 - beta
         log_mix += beta * log_data
         log_mix -= log_mix.max(axis=(-2, -1), keepdims=True)
         mixed = normalise(np.exp(log_mix))
         return normalise(gaussian_smooth(mixed, sigma))
+
+    def _step_compiled(self, state: np.ndarray, problem: Problem, beta: float, sigma: float):
+        from coarsekl_images import _compiled
+
+        log_data = _log_floored(problem, self.floor)
+        weights = gaussian_weights(sigma) if sigma > 0 else NO_SMOOTHING
+        batch = np.ascontiguousarray(state).reshape(-1, *state.shape[-2:])
+        # log p, if a metric (V) took it when the state was recorded: not taken again.
+        logs = problem.recall(state, "log")
+        logs = NO_LOGS if logs is None else logs.reshape(batch.shape)
+        out = recycled_empty(batch.shape, batch.dtype)
+        # On a grid of blocks, the block sums of the result are taken while it is in the
+        # cache, for the runner's check of it.
+        rows, cols = _grid_blocks(problem)
+        sums = np.empty((batch.shape[0], rows * cols))
+        # Large images in bands of rows that threads share; the bands depend on the image
+        # size alone, so results do not depend on the number of threads.
+        bands = max(1, batch.shape[1] // BAND_ROWS)
+        geometric_mean = parallel_or_serial(
+            _compiled.geometric_mean, _compiled.geometric_mean_parallel, batch.size
+        )
+        negatives = geometric_mean(
+            batch, logs, log_data, beta, self.floor, weights, out, bands, rows, cols, sums
+        )
+        result = out.reshape(state.shape)
+        if rows:
+            summary = (sums.reshape(*state.shape[:-2], rows * cols), int(negatives))
+            problem.remember(result, "summary", summary)
+        return result
+
+
+def _grid_blocks(problem: Problem) -> tuple[int, int]:
+    """(rows, cols) of a grid partition (the compiled kernel takes its block sums), else
+    (0, 0)."""
+    partition = problem.partition
+    return partition.blocks if isinstance(partition, BlockGrid) else (0, 0)
 
 
 def _log_floored(problem: Problem, floor: float) -> np.ndarray:

@@ -123,6 +123,33 @@ def test_geometric_mean_step_is_the_normalised_geometric_mean_then_smoothed(nume
     np.testing.assert_allclose(result, expected, rtol=1e-12, atol=1e-300)
 
 
+@pytest.mark.parametrize("sigma", [0.5, 1.3])  # five weights (the paper's σ), and nine
+@pytest.mark.parametrize("band_rows", [256, 16])  # each image one band, or five
+def test_geometric_mean_of_wide_images_is_the_formula(numerics, monkeypatch, sigma, band_rows):
+    """The compiled kernel mixes a chunk of rows at a time (2048 values: 6 rows of 300
+    here) and cuts images into bands; neither shows in the result, whether it takes the
+    logs of the state or reads those the metric V took."""
+    monkeypatch.setattr("coarsekl_images.kernels.BAND_ROWS", band_rows)
+    shape = (70, 300)
+    rng = np.random.default_rng(12)
+    problem = Problem(
+        partition=BlockGrid(shape=shape, blocks=(7, 10)),
+        quantity=BlockMass(),
+        data=rng.uniform(0.0, 1.0, shape),
+    )
+    states = normalised(rng.random((1, 2, *shape)))
+    beta, floor = 0.1, 1e-12
+    mixed = normalised(
+        np.maximum(states, floor) ** (1 - beta) * np.maximum(problem.data_state, floor) ** beta
+    )
+    expected = normalised(smooth_each(mixed, sigma))
+    kernel = GeometricMean(beta=beta, sigma=sigma)
+    taking_logs = kernel.step(states, problem, STEP, rng_for(2))
+    np.testing.assert_allclose(taking_logs, expected, rtol=1e-12, atol=1e-300)
+    WithinBlockV().compute(states, problem, STEP)
+    np.testing.assert_array_equal(kernel.step(states, problem, STEP, rng_for(2)), taking_logs)
+
+
 def test_geometric_mean_gives_the_same_numbers_on_any_number_of_threads(monkeypatch):
     """Bands of rows shared among threads: each pixel is computed the same way, and the
     bands (hence the rounding of each image's total) depend on the image size alone."""
