@@ -334,8 +334,10 @@ class Engine:
         state, masses = self.states[task], self.masses[task]
         proposal = experiment.kernel.step(state, problem, step, rng)
         batch = state.shape[:2]
+        # (the proposal's masses are remembered where something reads them: metrics before
+        # the projection, or the proposal is the new state)
         proposal, proposal_masses = self.layout.check_and_sum(
-            proposal, batch, self.kernel_name, index, problem
+            proposal, batch, self.kernel_name, index, problem, remember=False
         )
         if experiment.kernel.block_preserving:
             drift = float(np.max(np.abs(proposal_masses - masses)))
@@ -344,16 +346,18 @@ class Engine:
                     f"{self.kernel_name} declares block_preserving but changed a block mass by "
                     f"{drift:.3g} at step {index}; fix the kernel or set block_preserving = False"
                 )
+        if recorder.per_step_before:
+            problem.remember_block_masses(proposal, proposal_masses)
         recorder.record_proposal(index, tile, step, proposal, proposal_masses)
         if self.proposals is not None:
             self.proposals[task] = proposal
-        projected = self.projected[task]
-        if projected:
+        if self.projected[task]:
             new_state, new_masses, clipped = self._project(
                 task, index, step, proposal, proposal_masses
             )
         else:
             new_state, new_masses, clipped = proposal, proposal_masses, None
+        new_masses = problem.remember_block_masses(new_state, new_masses)
         self.states[task], self.masses[task] = new_state, new_masses
         if new_state is not state:  # (a kernel may return its input unchanged)
             problem.forget(state)  # its logs, as large as the state, go before new ones come
@@ -375,7 +379,12 @@ class Engine:
                 rng = self.projector_rngs[group.start, group.stop]
                 projection = experiment.projector.project(scheme, problem, step, rng=rng)
             projected[i], new_masses[i] = self.layout.check_and_sum(
-                projection.state, proposal.shape[1:2], self.projector_name, index, problem
+                projection.state,
+                proposal.shape[1:2],
+                self.projector_name,
+                index,
+                problem,
+                remember=False,
             )
             clipped[i] = projection.clipped
         # The proposal itself becomes the new batch where nothing else needs it: no callback
@@ -386,7 +395,7 @@ class Engine:
         if reuse:
             problem.forget(proposal)  # what plugins derived from it no longer holds
         new_state = self.layout.replace_schemes(proposal, projected, in_place=reuse)
-        return new_state, problem.remember_block_masses(new_state, new_masses), clipped
+        return new_state, new_masses, clipped
 
     def state(self):
         """The whole batch ``(scheme, member, *site_shape)`` (a new array or Ensemble)."""
@@ -513,10 +522,10 @@ class _Recorder:
         # for metrics of block masses recorded before the projection, at the end.
         self.masses_before = np.zeros((*shape, n_blocks))
         # Metrics evaluated at the end fail now, not after the run: one call each on the
-        # reference masses at every step.
-        reference = np.broadcast_to(problem.reference_masses, (1, 1, config.steps + 1, n_blocks))
+        # reference masses at the last step.
+        reference = problem.reference_masses.reshape(1, 1, 1, n_blocks)
         for name in self.from_masses:
-            self._from_masses(name, reference)
+            self._from_masses(name, reference, experiment.steps[-1:])
         self.tolerances = np.full(config.steps + 1, np.nan)
         self.alpha_bar = self.target_mass = None
         if problem.is_distribution:  # the target moves with the noise level
@@ -561,13 +570,15 @@ class _Recorder:
             for variable, masses in sources.items():
                 self.arrays[variable][...] = self._from_masses(name, masses)
 
-    def _from_masses(self, name: str, masses: np.ndarray) -> np.ndarray:
-        """Metric ``name`` from block masses (scheme, member, step, K), shape-checked."""
+    def _from_masses(self, name: str, masses: np.ndarray, steps=None) -> np.ndarray:
+        """Metric ``name`` from block masses (scheme, member, step, K) along ``steps`` (by
+        default all), shape-checked."""
         experiment = self.experiment
         metric = experiment.metrics[name]
         masses = masses.view()
         masses.flags.writeable = False  # the recorded masses are not the metric's to change
-        value = np.asarray(metric.from_block_masses(masses, experiment.problem, experiment.steps))
+        steps = experiment.steps if steps is None else steps
+        value = np.asarray(metric.from_block_masses(masses, experiment.problem, steps))
         expected = masses.shape[:-1] + ((masses.shape[-1],) if metric.per_block else ())
         if value.shape != expected:
             raise PluginContractError(

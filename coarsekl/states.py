@@ -146,13 +146,14 @@ class DistributionStates:
         )
 
     def check_and_sum(
-        self, state: Any, batch: tuple[int, ...], who: str, step: int, problem
+        self, state: Any, batch: tuple[int, ...], who: str, step: int, problem, remember=True
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`check` and the block masses, (state, masses): in one pass over the state
         when the partition can ``summarise`` (block sums and negative values at once), in
         none when the plugin that made the state took that summary in its own pass and
         remembered it (``"summary"``, see :meth:`Problem.remember`); Σp is then the sum of
-        the block masses."""
+        the block masses. The masses are remembered for the state (read-only) unless
+        ``remember`` is False."""
         expected = (*batch, *self.site_shape)
         if isinstance(state, np.ndarray) and state.shape == expected and state.dtype == self.dtype:
             checked, summary = state, problem.recall(state, "summary")
@@ -172,7 +173,7 @@ class DistributionStates:
         worst, finite = _mass_deviation(masses)
         if negatives or not finite or worst > self.tolerances.normalisation:
             _judge(checked, worst, negatives, finite, f"{who} at step {step}", self.tolerances)
-        return checked, problem.remember_block_masses(checked, masses)
+        return checked, problem.remember_block_masses(checked, masses) if remember else masses
 
     def initial(self, states: Any, members: int, who: str) -> np.ndarray:
         """The initial states ``(members, *sites)`` checked and normalised."""
@@ -276,9 +277,9 @@ class EnsembleStates:
         return state.replace(positions=positions, weights=weights)
 
     def check_and_sum(
-        self, state: Any, batch: tuple[int, ...], who: str, step: int, problem
+        self, state: Any, batch: tuple[int, ...], who: str, step: int, problem, remember=True
     ) -> tuple[Ensemble, np.ndarray]:
-        """:meth:`check` and the block masses: (state, masses)."""
+        """:meth:`check` and the block masses: (state, masses) (always remembered)."""
         state = self.check(state, batch, who, step)
         return state, problem.block_masses(state)
 
