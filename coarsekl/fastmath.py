@@ -4,8 +4,10 @@ numba compiles ``np.exp``/``np.log`` inside loops to scalar libm calls, which ke
 from vectorising the loop (about 4 ns per value here, against under 1 ns for numpy's SIMD
 ufuncs). These versions use only arithmetic and bit operations, so a loop that calls them
 compiles to SIMD code and can fuse a log, an exp and a stencil in one pass over the data.
-Accuracy: within 2 ulp of numpy for normal inputs (tested). Use them from functions
-compiled with ``error_model="numpy"`` (Python's error model adds a branch per division).
+Accuracy for normal inputs: about 1 ulp of the exact result at most (measured: 0.85 ulp for
+exp with FMA contraction, 1.05 without; 0.82 for log); the tests check 2 ulp against numpy.
+Use them from functions compiled with ``error_model="numpy"`` (Python's error model adds a
+branch per division).
 
 Importing this module imports numba; plugins import it only from their compiled modules.
 """
@@ -22,9 +24,8 @@ __all__ = ["exp", "log", "log_floored"]
 LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k · LN2_HI is exact
 LN2_LO = 1.90821492927058770002e-10
 LOG2E = 1.44269504088896338700e00
-SQRT2 = 1.41421356237309504880
-MANTISSA_BITS = np.int64(0x000FFFFFFFFFFFFF)
-ONE_BITS = np.int64(0x3FF0000000000000)  # the bits of 1.0: exponent 0
+SQRT_HALF_BITS = np.int64(0x3FE6A09E667F3BCD)  # the bits of √½
+EXPONENT_FIELD = np.int64(-(1 << 52))  # the sign and exponent bits of a float64
 INLINE = {"inline": "always", "error_model": "numpy", "fastmath": {"contract"}}
 
 
@@ -54,54 +55,58 @@ def _bits_float(typingctx, value):
 
 @numba.njit(**INLINE)
 def exp(x):
-    """e^x for x ≤ 709 (x < −708 gives e^−708 ≈ 3e−308, not a subnormal or 0).
+    """e^x for x ≤ 709.78 (x < −708 gives e^−708 ≈ 3e−308, not a subnormal or 0).
 
-    x = k ln 2 + r with |r| ≤ ln 2 / 2; e^r by its Taylor series to r^13 / 13! (truncation
-    below 1e−17 relative); 2^k built from its exponent bits.
+    x = k ln 2 + r with k = rint(x / ln 2), |r| ≤ ln 2 / 2; e^r by a minimax polynomial of
+    degree 11 (relative error below 2^−57.7, constant term 1: exp(0) = 1 exactly); k added
+    to the exponent field of e^r, which lies in [√½, √2] (an integer addition instead of a
+    multiplication by 2^k). NaN and +inf give NaN; above 709.78 e^x overflows and the
+    exponent field with it (NaN, or garbage beyond 710.1; never inf).
     """
     x = max(float(x), -708.0)
-    k = np.floor(x * LOG2E + 0.5)
+    k = np.rint(x * LOG2E)
     r = (x - k * LN2_HI) - k * LN2_LO
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
+    p = 2.5020734205335173e-08
+    p = p * r + 2.763071831036959e-07
+    p = p * r + 2.755753060673669e-06
+    p = p * r + 2.4801491837544106e-05
+    p = p * r + 1.9841269557819405e-04
+    p = p * r + 1.3888888944806322e-03
+    p = p * r + 8.333333333475938e-03
+    p = p * r + 4.16666666665258e-02
+    p = p * r + 1.6666666666666435e-01
+    p = p * r + 5.000000000000011e-01
     p = p * r + 1.0
     p = p * r + 1.0
-    return p * _bits_float((np.int64(k) + np.int64(1023)) << np.int64(52))
+    # k ≥ −1021 after the floor, so the sum is a normal number
+    return _bits_float(_float_bits(p) + (np.int64(k) << np.int64(52)))
 
 
 @numba.njit(**INLINE)
 def log(x):
     """ln x for normal positive x (≥ 2.2e−308; callers floor their inputs).
 
-    x = m · 2^e with m in [√½, √2); ln m = 2 atanh(f) = 2f + f R(f²), f = (m − 1)/(m + 1),
-    |f| ≤ 0.1716, with fdlibm's minimax polynomial R of degree 7 (error below 2^−58).
+    x = m · 2^e with m in [√½, √2), both taken from the bits with integer operations;
+    f = m − 1 (exact), s = f / (2 + f), |s| ≤ 0.1716; ln m = 2 atanh s = f − s (f − R)
+    with R = s² P(s²) and fdlibm's minimax polynomial P of degree 6 (error below 2^−58);
+    fdlibm's formula for m near 1, here for all m (no branch). NaN and ±inf give NaN.
     """
-    bits = _float_bits(float(x))
-    e = np.float64((bits >> np.int64(52)) - np.int64(1023))
-    m = _bits_float((bits & MANTISSA_BITS) | ONE_BITS)  # in [1, 2)
-    above = np.float64(m > SQRT2)  # arithmetic instead of a branch keeps the loop SIMD
-    m = m * (1.0 - 0.5 * above)
-    e = e + above
-    f = (m - 1.0) / (m + 1.0)
-    z = f * f
-    r = 1.479819860511658591e-01
-    r = r * z + 1.531383769920937332e-01
-    r = r * z + 1.818357216161805012e-01
-    r = r * z + 2.222219843214978396e-01
-    r = r * z + 2.857142874366239149e-01
-    r = r * z + 3.999999999940941908e-01
-    r = r * z + 6.666666666666735130e-01
-    return e * LN2_HI + (2.0 * f + (f * (r * z) + e * LN2_LO))
+    x = float(x)
+    bits = _float_bits(x)
+    offset = bits - SQRT_HALF_BITS
+    e = np.float64(offset >> np.int64(52))
+    f = _bits_float(bits - (offset & EXPONENT_FIELD)) - 1.0
+    s = f / (2.0 + f)
+    z = s * s
+    p = 1.479819860511658591e-01
+    p = p * z + 1.531383769920937332e-01
+    p = p * z + 1.818357216161805012e-01
+    p = p * z + 2.222219843214978396e-01
+    p = p * z + 2.857142874366239149e-01
+    p = p * z + 3.999999999940941908e-01
+    p = p * z + 6.666666666666735130e-01
+    # x − x: 0, or NaN for a NaN or an infinite x (the bit arithmetic would make a number)
+    return e * LN2_HI - ((s * (f - p * z) - (e * LN2_LO + (x - x))) - f)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})

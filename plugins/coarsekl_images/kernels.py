@@ -77,16 +77,21 @@ class GeometricMean:
     def _step_compiled(self, state: np.ndarray, problem: Problem, beta: float, sigma: float):
         from coarsekl_images import _compiled
 
-        log_data = _log_floored(problem, self.floor)
-        weights = gaussian_weights(sigma) if sigma > 0 else NO_SMOOTHING
+        log_data, weights, (rows, cols) = problem.memo(
+            ("geometric-mean", self.floor, sigma),
+            lambda: (
+                _log_floored(problem, self.floor),
+                gaussian_weights(sigma) if sigma > 0 else NO_SMOOTHING,
+                # on a grid, the kernel takes the block sums of its result (in its cache)
+                # for the runner's check of it
+                _grid_blocks(problem),
+            ),
+        )
         batch = np.ascontiguousarray(state).reshape(-1, *state.shape[-2:])
         # log p, if a metric (V) took it when the state was recorded: not taken again.
         logs = problem.recall(state, "log")
         logs = NO_LOGS if logs is None else logs.reshape(batch.shape)
         out = recycled_empty(batch.shape, batch.dtype)
-        # On a grid of blocks, the block sums of the result are taken while it is in the
-        # cache, for the runner's check of it.
-        rows, cols = _grid_blocks(problem)
         sums = np.empty((batch.shape[0], rows * cols))
         # Large images in bands of rows that threads share; the bands depend on the image
         # size alone, so results do not depend on the number of threads.
