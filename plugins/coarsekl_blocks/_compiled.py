@@ -414,7 +414,10 @@ def within_block_v(values, masses, log_sizes, pieces, logs):
 def within_block_v_parallel(values, masses, log_sizes, pieces, logs):
     """:func:`within_block_v` with the pieces shared among numba's threads."""
     partial = np.empty(values.shape[0] * pieces)
-    for task in numba.prange(partial.size):
+    for reversed_task in numba.prange(partial.size):
+        # (last piece first, as the geometric mean does: the calling thread keeps the last
+        # images, which it goes on working on serially)
+        task = partial.size - 1 - reversed_task
         _entropy_piece(values, task, pieces, partial, logs)
     return _within_block_v_rows(partial, masses, log_sizes, pieces)
 

@@ -314,7 +314,11 @@ def geometric_mean_parallel(
     tasks = values.shape[0] * bands
     totals = np.empty(tasks)
     negatives = np.zeros(values.shape[0] * rows, dtype=np.int64)
-    for task in numba.prange(tasks):
+    for reversed_task in numba.prange(tasks):
+        # Last task first: numba gives the calling thread the first iterations, and it goes
+        # on with the serial work on the batch's last images (the runner projects the
+        # scheme 'proj', after 'base'): they stay in its core's cache (6 % of a run).
+        task = tasks - 1 - reversed_task
         _geometric_mean_task(task, bands, values, logs, log_data, beta, floor, weights, out, totals)
         if bands == 1:
             _normalise_and_sum(task, out, totals, rows, cols, sums, negatives)
