@@ -422,16 +422,30 @@ def within_block_v_parallel(values, masses, log_sizes, pieces, logs):
     return _within_block_v_rows(partial, masses, log_sizes, pieces)
 
 
+@numba.njit(**INLINE_SUMS)
+def _squared_error_row(values, b, total, data, errors):
+    row = values[b]
+    acc = 0.0
+    for i in range(row.size):
+        residual = np.float64(row[i]) * total - data[i]
+        acc += residual * residual
+    errors[b] = acc / row.size
+
+
 @numba.njit(**FAST_SUMS)
 def mean_squared_error(values, total, data):
     """mean_i (p_i · total − x_i)² over each row of (batch, N) ``values``; ``data`` is (N,)."""
-    batch, size = values.shape
-    errors = np.empty(batch)
-    for b in range(batch):
-        row = values[b]
-        acc = 0.0
-        for i in range(size):
-            residual = np.float64(row[i]) * total - data[i]
-            acc += residual * residual
-        errors[b] = acc / size
+    errors = np.empty(values.shape[0])
+    for b in range(values.shape[0]):
+        _squared_error_row(values, b, total, data, errors)
+    return errors
+
+
+@numba.njit(parallel=True, **FAST_SUMS)
+def mean_squared_error_parallel(values, total, data):
+    """:func:`mean_squared_error` with the rows shared among numba's threads (the last
+    rows to the calling thread, as V takes them: they are in its cache)."""
+    errors = np.empty(values.shape[0])
+    for reversed_b in numba.prange(values.shape[0]):
+        _squared_error_row(values, values.shape[0] - 1 - reversed_b, total, data, errors)
     return errors

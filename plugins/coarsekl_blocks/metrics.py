@@ -159,10 +159,15 @@ class MeanSquaredError:
 
     def compute(self, state: np.ndarray, problem: Problem, step: Step) -> np.ndarray:
         if compiled_enabled():
-            from coarsekl_blocks._compiled import mean_squared_error
+            from coarsekl_blocks import _compiled
 
             batch = state.shape[: state.ndim - problem.data.ndim]
             rows = state.reshape(-1, problem.data.size)
+            # (in parallel where a log would be: V's pieces, which leave the rows in the
+            # threads' caches)
+            mean_squared_error = parallel_or_serial(
+                _compiled.mean_squared_error, _compiled.mean_squared_error_parallel, rows.size
+            )
             errors = mean_squared_error(rows, problem.data_total, problem.data.ravel())
             return errors.reshape(batch)
         residual = state * problem.data_total - problem.data
