@@ -99,6 +99,18 @@ def _correlate_row(source, weights, target):
             target[x] = value
         return
     _correlate(source, weights, target[radius:], width - 2 * radius)
+    if taps == 5:  # the two values at either end, written out
+        s, e = source, width
+        w0, w1, w2, w3, w4 = weights[0], weights[1], weights[2], weights[3], weights[4]
+        target[0] = w0 * s[1] + w1 * s[0] + w2 * s[0] + w3 * s[1] + w4 * s[2]
+        target[1] = w0 * s[0] + w1 * s[0] + w2 * s[1] + w3 * s[2] + w4 * s[3]
+        target[e - 2] = (
+            w0 * s[e - 4] + w1 * s[e - 3] + w2 * s[e - 2] + w3 * s[e - 1] + w4 * s[e - 1]
+        )
+        target[e - 1] = (
+            w0 * s[e - 3] + w1 * s[e - 2] + w2 * s[e - 1] + w3 * s[e - 1] + w4 * s[e - 2]
+        )
+        return
     for x in range(radius):  # the r values at either end, reflected without a modulo
         left = 0.0
         right = 0.0
