@@ -564,15 +564,15 @@ class _Recorder:
         leak = np.abs(self.masses_before[:, :, 1:] - after[:, :, :-1]).sum(axis=-1)
         self.arrays["leak"][:, :, 1:] = leak
         for name in self.from_masses:
-            sources = {name: after}
-            if name in self.before:
-                sources[f"{name}_pre"] = self.masses_before
-            for variable, masses in sources.items():
-                self.arrays[variable][...] = self._from_masses(name, masses)
+            if name in self.before:  # one call for the masses after and before projection
+                both = self._from_masses(name, np.stack([after, self.masses_before]))
+                self.arrays[name][...], self.arrays[f"{name}_pre"][...] = both
+            else:
+                self.arrays[name][...] = self._from_masses(name, after)
 
     def _from_masses(self, name: str, masses: np.ndarray, steps=None) -> np.ndarray:
-        """Metric ``name`` from block masses (scheme, member, step, K) along ``steps`` (by
-        default all), shape-checked."""
+        """Metric ``name`` from block masses (..., scheme, member, step, K) along ``steps``
+        (by default all), shape-checked."""
         experiment = self.experiment
         metric = experiment.metrics[name]
         masses = masses.view()
@@ -770,9 +770,8 @@ def _dataset(data_vars: dict, coords: dict[str, tuple], attributes: dict):
     coord_variables, indexes = {}, {}
     for name, (dims, values, labels) in coords.items():
         if dims == name:  # a dimension coordinate, with its index
-            index = _default_index(name, np.asarray(values))
-            indexes[name] = index
-            coord_variables[name] = index.create_variables()[name]
+            indexes[name], variable = _default_index(name, np.asarray(values))
+            coord_variables[name] = variable.copy(deep=False)  # (its own attributes)
             coord_variables[name].attrs.update(labels)
         else:
             coord_variables[name] = xr.Variable(dims, values, labels)
@@ -796,9 +795,9 @@ def _dimension_sizes(variables) -> dict[str, int] | None:
 
 
 def _default_index(name: str, values: np.ndarray):
-    """The index xarray makes by default for a dimension coordinate; the same object for
-    the same short coordinate of integers or names (indexes are immutable: trajectories
-    may share them, as xarray's copies do)."""
+    """(index, index variable) that xarray makes by default for a dimension coordinate; the
+    same objects for the same short coordinate of integers or names (they are immutable:
+    trajectories may share them, as xarray's shallow copies do)."""
     if values.size <= MAX_CACHED_INDEX and values.dtype.kind in "iuU":
         return _cached_index(name, tuple(values.tolist()), values.dtype)
     return _make_index(name, values)
@@ -813,4 +812,5 @@ def _make_index(name: str, values: np.ndarray):
     import pandas as pd
     from xarray.indexes import PandasIndex
 
-    return PandasIndex(pd.Index(values, name=name), name, coord_dtype=values.dtype)
+    index = PandasIndex(pd.Index(values, name=name), name, coord_dtype=values.dtype)
+    return index, index.create_variables()[name]

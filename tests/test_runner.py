@@ -140,6 +140,10 @@ def test_the_coordinates_and_indexes_are_those_xarray_makes_by_default(small_con
     for name, index in expected.indexes.items():
         assert dataset.indexes[name].equals(index), name
         assert dataset.indexes[name].dtype == index.dtype, name
+    # Runs share the (immutable) indexes of equal coordinates, not their attributes.
+    dataset["step"].attrs["note"] = "changed by the user"
+    again = coarsekl.run(small_config(steps=2, record__snapshots=[0, 2]))
+    assert "note" not in again["step"].attrs
 
 
 @pytest.mark.parametrize("experiment", ["images", "particles", "chain"])
