@@ -244,8 +244,9 @@ def split_rows(work: Callable[[int, int], None], rows: int, minimum: int = 1 << 
         future.result()
 
 
-RECYCLE_BYTES = 1 << 22  # arrays this large are recycled: fresh pages cost ~0.1 ns a byte
+RECYCLE_BYTES = 1 << 16  # arrays this large are recycled: fresh pages cost ~0.1 ns a byte
 RECYCLE_KEEP = 4  # arrays kept per shape and dtype
+RETAINED_BYTES = 1 << 24  # what release_recycled keeps for the next run (small arrays)
 _recycled: dict[tuple, list[np.ndarray]] = {}
 _recycled_lock = threading.Lock()
 
@@ -263,12 +264,14 @@ _UNUSED_REFERENCES = _references_when_unused()
 
 
 def recycled_empty(shape: tuple[int, ...], dtype: np.dtype | str = np.float64) -> np.ndarray:
-    """``np.empty(shape, dtype)``, but a large array (≥ ``RECYCLE_BYTES``) reuses one handed
-    out before that nothing refers to any more (not even a view).
+    """``np.empty(shape, dtype)``, but an array of ``RECYCLE_BYTES`` or more reuses one
+    handed out before that nothing refers to any more (not even a view).
 
     The operating system hands a new large array fresh pages, and the first write to each
     costs a page fault and zeroing: about as long as the kernel's own work on the array
-    for a 2048 × 2048 image. Kernels that return a new state every step use this for it.
+    for a 2048 × 2048 image, and a tenth of a short run (paper-restore) whose arrays come
+    back from a heap that other work trimmed. Kernels and metrics that make a state-sized
+    array every step use this for it.
     """
     dtype = np.dtype(dtype)
     if math.prod(shape) * dtype.itemsize < RECYCLE_BYTES:
@@ -285,8 +288,16 @@ def recycled_empty(shape: tuple[int, ...], dtype: np.dtype | str = np.float64) -
         return array
 
 
-def release_recycled() -> None:
-    """Let go of the arrays kept by :func:`recycled_empty` (the runner does at the end of
-    a run)."""
+def release_recycled(retain: int = 0) -> None:
+    """Let go of the arrays kept by :func:`recycled_empty`, except (the smallest first) up
+    to ``retain`` bytes of them for the next run. The runner calls it at the end of a run
+    with ``RETAINED_BYTES``: the next short run finds its arrays, pages and all."""
     with _recycled_lock:
+        kept, total = {}, 0
+        for key, arrays in sorted(_recycled.items(), key=lambda item: item[1][0].nbytes):
+            size = sum(array.nbytes for array in arrays)
+            if total + size > retain:
+                break
+            kept[key], total = arrays, total + size
         _recycled.clear()
+        _recycled.update(kept)

@@ -25,7 +25,13 @@ from coarsekl.errors import ConfigError, PluginContractError
 from coarsekl.interfaces import Kernel, Metric, Projector
 from coarsekl.io import atomic_path, open_trajectory, save_trajectory
 from coarsekl.manager import get_registry
-from coarsekl.numerics import default_threads, engine_worker, release_recycled, thread_budget
+from coarsekl.numerics import (
+    RETAINED_BYTES,
+    default_threads,
+    engine_worker,
+    release_recycled,
+    thread_budget,
+)
 from coarsekl.problem import Problem, check_image, is_distribution
 from coarsekl.random import MemberRandom, Purpose, generator_for
 from coarsekl.registry import STATE_KINDS, STATE_NAMES, Registry
@@ -414,7 +420,7 @@ class Engine:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
-        release_recycled()
+        release_recycled(retain=RETAINED_BYTES)
 
 
 class _MemorySnapshots:

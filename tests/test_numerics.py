@@ -159,6 +159,24 @@ def test_recycled_arrays_are_reused_only_when_nothing_refers_to_them():
     release_recycled()
 
 
+def test_released_arrays_are_kept_for_the_next_run_up_to_a_size():
+    import weakref
+
+    from coarsekl.numerics import RECYCLE_BYTES, recycled_empty, release_recycled
+
+    small, large = (RECYCLE_BYTES // 8,), (4 * RECYCLE_BYTES // 8,)
+    release_recycled()
+    small_array, large_array = (
+        weakref.ref(recycled_empty(small)),
+        weakref.ref(recycled_empty(large)),
+    )
+    release_recycled(retain=2 * RECYCLE_BYTES)  # room for the small array only
+    assert large_array() is None
+    assert recycled_empty(small) is small_array()
+    release_recycled()
+    assert small_array() is None
+
+
 FORKED_CHILD = """
 import multiprocessing, coarsekl
 from coarsekl import numerics

@@ -17,6 +17,7 @@ from coarsekl.errors import ConfigError
 from coarsekl.numerics import (
     compiled_enabled,
     parallel_or_serial,
+    recycled_empty,
     summation_pieces,
 )
 from coarsekl.problem import Problem
@@ -63,7 +64,7 @@ class WithinBlockV:
             # memory no faster than the kernel takes them again (and float32 states would
             # more than double their memory).
             keep = state.dtype == np.float64 and rows.nbytes <= SHARED_LOG_BYTES
-            logs = np.empty(rows.shape) if keep else NO_LOGS
+            logs = recycled_empty(rows.shape) if keep else NO_LOGS
             within_block_v = parallel_or_serial(
                 _compiled.within_block_v, _compiled.within_block_v_parallel, rows.size
             )
