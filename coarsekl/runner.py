@@ -55,7 +55,7 @@ __all__ = [
 GROUP_BYTES = 1 << 20  # members per group: about this many bytes of state (cache-sized)
 MIN_TILE_BYTES = 1 << 19  # smaller tiles are not worth a thread of their own
 COMPRESSION_LEVEL = 4  # zlib level of the netCDF output
-MAX_CACHED_INDEX = 4096  # dimension coordinates up to this length share their index
+MAX_CACHED_INDEX = 1024  # dimension coordinates up to this length share their index
 RESERVED_NAMES = {
     "state", "block_mass", "leak", "clipped", "data", "delta", "reference_mass",
     "reference_value", "scheme", "member", "step", "block", "snapshot", "y", "x",
@@ -809,7 +809,7 @@ def _default_index(name: str, values: np.ndarray):
     return _make_index(name, values)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)  # (at most a few MB of indexes and keys)
 def _cached_index(name: str, values: tuple, dtype: np.dtype):
     return _make_index(name, np.array(values, dtype=dtype))
 

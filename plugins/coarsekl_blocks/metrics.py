@@ -164,8 +164,7 @@ class MeanSquaredError:
 
             batch = state.shape[: state.ndim - problem.data.ndim]
             rows = state.reshape(-1, problem.data.size)
-            # (in parallel where a log would be: V's pieces, which leave the rows in the
-            # threads' caches)
+            # (on the cores that V's loop used for the same rows: they are in their caches)
             mean_squared_error = parallel_or_serial(
                 _compiled.mean_squared_error, _compiled.mean_squared_error_parallel, rows.size
             )
