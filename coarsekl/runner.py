@@ -784,7 +784,7 @@ def _dataset(data_vars: dict, coords: dict[str, tuple], attributes: dict):
     variables = {**data_vars, **coord_variables}
     sizes = _dimension_sizes(variables.values())
     construct = getattr(xr.Dataset, "_construct_direct", None)
-    if sizes is None or construct is None or len(variables) < len(data_vars) + len(coords):
+    if sizes is None or construct is None or not data_vars.keys().isdisjoint(coords):
         coordinates = xr.Coordinates(coord_variables, indexes=indexes)
         return xr.Dataset(data_vars, coords=coordinates, attrs=attributes)
     return construct(variables, set(coord_variables), sizes, attributes, indexes)
