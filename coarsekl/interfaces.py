@@ -120,6 +120,13 @@ class Projector(Protocol):
     A projector that draws random numbers (resampling) sets the class attribute
     ``uses_random = True``; ``project`` then also receives ``rng=``, a
     :class:`~coarsekl.random.MemberRandom` with one stream per member of the batch.
+
+    A projector that can write its result over its input sets ``projects_in_place =
+    True``; the runner then passes ``in_place=True`` where nothing else needs the state
+    (the kernel's output, which becomes the new state): ``project`` may overwrite
+    ``state`` and return that very object as ``Projection.state`` (the runner then copies
+    nothing), or return another array as usual. Without ``in_place=True`` a projector
+    never changes ``state``.
     """
 
     def tolerance(self, step: Step) -> float | None:

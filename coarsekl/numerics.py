@@ -160,13 +160,13 @@ def parallel_threads(values: int, cheap: bool = False) -> int:
     threads = min(_threads_allowed(), values // piece)
     if threads <= 1 or _forked_after_parallel or not _threadsafe_layer():
         return 1
-    import numba
-
     threads = min(threads, _numba_threads)
     # numba's count is the calling thread's own; asking numba for it costs a microsecond,
     # so the count this thread last set is remembered (a count set elsewhere changes only
     # the speed of the next loop, not its results).
     if getattr(_thread_state, "numba_threads", None) != threads:
+        import numba
+
         numba.set_num_threads(threads)
         _thread_state.numba_threads = threads
     global _parallel_started

@@ -35,6 +35,10 @@ def check_image(image: np.ndarray, what: str, site_shape: tuple[int, ...] | None
         raise DataError(
             f"{what} has shape {array.shape}, expected (..., {', '.join(map(str, site_shape))})"
         )
+    site_axes = tuple(range(-len(site_shape or array.shape), 0))
+    totals = array.sum(axis=site_axes)
+    if array.size and array.min() >= 0 and np.isfinite(totals).all() and (totals > 0).all():
+        return array  # (two passes: min ≥ 0 rules out NaN and −inf, finite sums +inf)
     if not np.isfinite(array).all():
         bad = np.argwhere(~np.isfinite(array))[0]
         raise DataError(
@@ -46,7 +50,6 @@ def check_image(image: np.ndarray, what: str, site_shape: tuple[int, ...] | None
             f"{what} has negative values (min {array.min():.4g}); intensities must be ≥ 0 — "
             "shift or clip the image first"
         )
-    totals = array.sum(axis=tuple(range(-len(site_shape or array.shape), 0)))
     if np.any(totals == 0):
         raise DataError(f"{what} is all zero; a state needs some positive intensity")
     return array
@@ -154,9 +157,12 @@ class Problem:
         by the plugin that made the state in the same pass: the runner checks the state
         with it instead of another pass); ``"log"`` (log max(p, tiny) in float64, the
         state's shape: the metric V keeps it for small float64 states, and the
-        geometric-mean kernel of the next step reads it instead of taking the log again).
+        geometric-mean kernel of the next step reads it instead of taking the log again);
+        ``"mean_squared_error"`` (the metric mse of the state, (...), which V sums in its
+        pass over the state, and mse then reads).
         Values are kept per thread for the last few arrays, and only while the array
-        lives. Plugins never change a state in place; the runner, which writes projected
+        lives. Plugins never change a state in place (but a projector asked to project in
+        place, which then forgets the state first); the runner, which writes projected
         schemes into the kernel's output, forgets (:meth:`forget`) that array first.
         """
         entries = self._recent_states()

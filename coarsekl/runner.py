@@ -296,6 +296,7 @@ class Engine:
         provider = experiment.providers[f"kernel {config.kernel.kind}"]
         self.kernel_name = f"kernel {config.kernel.kind!r} ({provider})"
         self.projector_name = f"projector {config.projector.kind!r}" if config.projector else ""
+        self.projects_in_place = getattr(experiment.projector, "projects_in_place", False)
         self.tolerances = Tolerances.of(config.dtype)
         self.recorder: _Recorder | None = None
 
@@ -374,17 +375,24 @@ class Engine:
         experiment, problem = self.experiment, self.experiment.problem
         new_masses = proposal_masses.copy()  # an unprojected scheme keeps its masses
         clipped = np.zeros(proposal_masses.shape, dtype=bool)
+        # The proposal itself becomes the new batch where nothing else needs it: no callback
+        # keeps it, and it holds none of the previous states or the data. A projector that
+        # can then writes its result into it.
+        reuse = self.proposals is None and self.layout.writable_apart(
+            proposal, (self.states[task], problem.data_state)
+        )
+        if reuse:
+            problem.forget(proposal)  # what plugins derived from it will no longer hold
+        options = {"in_place": True} if reuse and self.projects_in_place else {}
         projected = {}
         for i in self.projected[task]:
             scheme = proposal[i]
             problem.remember_block_masses(scheme, proposal_masses[i])  # for the projector
-            if self.projector_rngs is None:
-                projection = experiment.projector.project(scheme, problem, step)
-            else:
+            if self.projector_rngs is not None:
                 group = self.tiles[task][1]
-                rng = self.projector_rngs[group.start, group.stop]
-                projection = experiment.projector.project(scheme, problem, step, rng=rng)
-            projected[i], new_masses[i] = self.layout.check_and_sum(
+                options["rng"] = self.projector_rngs[group.start, group.stop]
+            projection = experiment.projector.project(scheme, problem, step, **options)
+            state, new_masses[i] = self.layout.check_and_sum(
                 projection.state,
                 proposal.shape[1:2],
                 self.projector_name,
@@ -392,14 +400,9 @@ class Engine:
                 problem,
                 remember=False,
             )
+            if state is not scheme:  # (else projected in place: already in the batch)
+                projected[i] = state
             clipped[i] = projection.clipped
-        # The proposal itself becomes the new batch where nothing else needs it: no callback
-        # keeps it, and it holds none of the previous states or the data.
-        reuse = self.proposals is None and self.layout.writable_apart(
-            proposal, (self.states[task], problem.data_state)
-        )
-        if reuse:
-            problem.forget(proposal)  # what plugins derived from it no longer holds
         new_state = self.layout.replace_schemes(proposal, projected, in_place=reuse)
         return new_state, new_masses, clipped
 
@@ -757,7 +760,11 @@ class _Recorder:
             "config": config.to_toml(),
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
-        variables = {name: xr.Variable(*variable) for name, variable in data_vars.items()}
+        # (fastpath: numpy arrays go in as they are; anything else is converted as usual)
+        variables = {
+            name: xr.Variable(dims, values, labels, fastpath=isinstance(values, np.ndarray))
+            for name, (dims, values, labels) in data_vars.items()
+        }
         return _dataset(variables, coords, attributes)
 
 

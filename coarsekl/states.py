@@ -185,7 +185,7 @@ class DistributionStates:
                 f"{who} returned shape {states.shape}, expected {(members, *self.site_shape)}"
             )
         site_axes = tuple(range(1, states.ndim))
-        return (states / states.sum(axis=site_axes, keepdims=True)).astype(self.dtype)
+        return (states / states.sum(axis=site_axes, keepdims=True)).astype(self.dtype, copy=False)
 
     def repeat(self, states: np.ndarray, schemes: int) -> np.ndarray:
         """``(member, *sites) -> (schemes, member, *sites)``, a new array."""

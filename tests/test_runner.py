@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import xarray as xr
 from tests.plugins import contract_breakers
 
 import coarsekl
@@ -289,6 +290,34 @@ def test_projection_absorbs_an_outside_kernels_leak(plugin_manager, small_config
     proj = ds.sel(scheme="proj").isel(step=slice(2, None))
     np.testing.assert_allclose(ds.sel(scheme="base").leak.isel(step=slice(1, None)), 0.0, atol=0.05)
     assert (proj.E_block <= 16 * 0.01 + 1e-12).all()
+
+
+def test_projecting_in_place_gives_the_same_trajectory(monkeypatch, small_config):
+    """The V_δ projector writes into the kernel's output (``projects_in_place``); a run
+    where it may not gives the same numbers, bit for bit."""
+    from coarsekl_blocks.vdelta import VDeltaProjector
+
+    in_place = coarsekl.run(small_config())
+    monkeypatch.setattr(VDeltaProjector, "projects_in_place", False)
+    copied = coarsekl.run(small_config())
+    for trajectory in (in_place, copied):
+        del trajectory.attrs["created"]
+    xr.testing.assert_identical(in_place, copied)
+
+
+def test_a_projection_overlapping_the_state_it_may_overwrite_is_copied_correctly(
+    plugin_manager, small_config
+):
+    """A projector asked to project in place may return any array: one that overlaps the
+    kernel's output without being it (here the first member's state for every member,
+    a view with stride 0) is copied into the batch as numpy copies overlapping arrays."""
+    config = small_config(projector={"kind": "first-member-in-place"})
+    ds = coarsekl.run(config, plugin_manager=plugin_manager)
+    last = ds.state.isel(snapshot=-1)
+    proj, base = last.sel(scheme="proj"), last.sel(scheme="base")
+    np.testing.assert_array_equal(proj.isel(member=1), proj.isel(member=0))
+    np.testing.assert_array_equal(proj.isel(member=0), base.isel(member=0))
+    assert not np.array_equal(base.isel(member=1), base.isel(member=0))
 
 
 def test_infeasible_target_is_rejected_before_the_run(small_config):

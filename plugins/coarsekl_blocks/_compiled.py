@@ -313,10 +313,43 @@ def _grid_projection(masses, lower, upper):
 
 
 @numba.njit(**INLINE_SUMS)
-def _project_band(values, factors, task, rows, cols, out, sums, negatives):
-    """One band of :func:`project_grid`: scaled, then summed while it is in the cache."""
-    _scale_band(values, factors, task, rows, cols, out)
-    _band_sums(out, task, rows, cols, sums, negatives)
+def scale_band_and_sum(values, factors, task, rows, cols, out, in_place, sums, negatives):
+    """One band of h rows of (batch, H, W) ``values`` (task = image · rows + band) scaled
+    block by block by ``factors`` (K,) into ``out``, and its block sums taken as
+    :func:`_band_sums` takes them (the same numbers) in the same pass. ``in_place``:
+    ``out`` is ``values``, read and written through that one name (LLVM vectorises that;
+    through two names it cannot tell they are the same and runs unvectorised)."""
+    b, row = task // rows, task % rows
+    width = values.shape[2]
+    h, w = values.shape[1] // rows, width // cols
+    band = np.zeros(width)
+    count = 0
+    for y in range(row * h, (row + 1) * h):
+        source, target = values[b, y], out[b, y]
+        for col in range(cols):
+            factor = factors[row * cols + col]
+            # Views indexed by the bare loop variable (see grid_scale_blocks).
+            scaled, column_sums = target[col * w :], band[col * w :]
+            if in_place:
+                for x in range(w):
+                    scaled[x] *= factor
+                    value = np.float64(scaled[x])  # as stored (float32 states round)
+                    column_sums[x] += value
+                    count += value < 0.0
+            else:
+                piece = source[col * w :]
+                for x in range(w):
+                    scaled[x] = piece[x] * factor
+                    value = np.float64(scaled[x])
+                    column_sums[x] += value
+                    count += value < 0.0
+    negatives[task] = count
+    for col in range(cols):
+        piece = band[col * w :]
+        partial = 0.0
+        for x in range(w):
+            partial += piece[x]
+        sums[b, row * cols + col] = partial
 
 
 @numba.njit(**INLINE_SUMS)
@@ -329,7 +362,7 @@ def _all_positive(masses):
 
 
 @numba.njit(**FAST_SUMS)
-def project_grid(values, masses, lower, upper, rows, cols, out):
+def project_grid(values, masses, lower, upper, rows, cols, out, in_place=False):
     """The V_δ projection of (batch, H, W) ``values`` on a grid of rows × cols blocks, with
     block masses (batch, K) and bounds (K,) or (batch, K): ``out`` = the values rescaled
     block by block to the projected masses w*; returns (done, w*, clipped, the block sums
@@ -343,12 +376,14 @@ def project_grid(values, masses, lower, upper, rows, cols, out):
     sums = np.empty(masses.shape)
     negatives = np.empty(values.shape[0] * rows, dtype=np.int64)
     for task in range(negatives.size):
-        _project_band(values, factors, task, rows, cols, out, sums, negatives)
+        scale_band_and_sum(
+            values, factors[task // rows], task, rows, cols, out, in_place, sums, negatives
+        )
     return True, projected, clipped, sums, negatives.sum()
 
 
 @numba.njit(parallel=True, **FAST_SUMS)
-def project_grid_parallel(values, masses, lower, upper, rows, cols, out):
+def project_grid_parallel(values, masses, lower, upper, rows, cols, out, in_place=False):
     """:func:`project_grid` with the bands shared among numba's threads."""
     if not _all_positive(masses):
         return False, masses, np.zeros(masses.shape, dtype=np.bool_), masses, 0
@@ -356,20 +391,41 @@ def project_grid_parallel(values, masses, lower, upper, rows, cols, out):
     sums = np.empty(masses.shape)
     negatives = np.empty(values.shape[0] * rows, dtype=np.int64)
     for task in numba.prange(negatives.size):
-        _project_band(values, factors, task, rows, cols, out, sums, negatives)
+        scale_band_and_sum(
+            values, factors[task // rows], task, rows, cols, out, in_place, sums, negatives
+        )
     return True, projected, clipped, sums, negatives.sum()
 
 
+@numba.njit(**FAST_SUMS)  # (called, not inlined: V's pass and the MSE's own pass sum every
+# chunk with this one compiled loop, so that both give the same bits)
+def _squared_error_sum(values, data, total):
+    """Σ_i (values_i · total − data_i)² in float64."""
+    acc = 0.0
+    for i in range(values.size):
+        residual = np.float64(values[i]) * total - data[i]
+        acc += residual * residual
+    return acc
+
+
 @numba.njit(**INLINE_SUMS)
-def _entropy_piece(values, task, pieces, partial, logs):
+def _piece_bounds(row_size, task, pieces):
+    piece = task % pieces
+    return piece * row_size // pieces, (piece + 1) * row_size // pieces
+
+
+@numba.njit(**INLINE_SUMS)
+def _entropy_piece(values, task, pieces, partial, logs, total, data, squared):
     """Σ p log p over piece ``task % pieces`` of row ``task // pieces`` (0 log 0 = 0),
-    keeping log max(p, tiny) in the same place of ``logs`` unless it is empty."""
+    keeping log max(p, tiny) in the same place of ``logs`` unless it is empty; and, unless
+    ``data`` is empty, Σ (p · total − x)² over the piece into ``squared`` (as
+    :func:`_squared_error_piece` takes it: the MSE's sums, while p is in the cache)."""
     row = values[task // pieces]
     keep = logs.size > 0
     logs_row = logs[task // pieces] if keep else np.empty(LOG_CHUNK)  # (else a scratch)
-    piece = task % pieces
-    first, stop = piece * row.size // pieces, (piece + 1) * row.size // pieces
-    total = 0.0
+    first, stop = _piece_bounds(row.size, task, pieces)
+    entropy = 0.0
+    error = 0.0
     for start in range(first, stop, LOG_CHUNK):  # chunks: the logs are summed from L1
         end = min(start + LOG_CHUNK, stop)
         # Views indexed by the bare loop variable vectorise (see grid_scale_blocks).
@@ -377,8 +433,37 @@ def _entropy_piece(values, task, pieces, partial, logs):
         log_segment = logs_row[start:end] if keep else logs_row[: end - start]
         fastmath.log_floored(segment, TINY, log_segment)
         for i in range(segment.size):
-            total += np.float64(segment[i]) * log_segment[i]
-    partial[task] = total
+            entropy += np.float64(segment[i]) * log_segment[i]
+        if data.size > 0:
+            error += _squared_error_sum(segment, data[start:end], total)
+    partial[task] = entropy
+    if data.size > 0:
+        squared[task] = error
+
+
+@numba.njit(**INLINE_SUMS)
+def _squared_error_piece(values, task, pieces, total, data, squared):
+    """Σ (p · total − x)² over piece ``task % pieces`` of row ``task // pieces``, a chunk
+    at a time as V's pass takes it."""
+    row = values[task // pieces]
+    first, stop = _piece_bounds(row.size, task, pieces)
+    error = 0.0
+    for start in range(first, stop, LOG_CHUNK):
+        end = min(start + LOG_CHUNK, stop)
+        error += _squared_error_sum(row[start:end], data[start:end], total)
+    squared[task] = error
+
+
+@numba.njit(**INLINE_SUMS)
+def _mean_squared_rows(squared, pieces, row_size):
+    """The mean squared error of each row from its pieces' sums."""
+    errors = np.empty(squared.size // pieces)
+    for b in range(errors.size):
+        acc = 0.0
+        for task in range(b * pieces, (b + 1) * pieces):
+            acc += squared[task]
+        errors[b] = acc / row_size
+    return errors
 
 
 @numba.njit(**INLINE_SUMS)
@@ -399,53 +484,51 @@ def _within_block_v_rows(partial, masses, log_sizes, pieces):
 
 
 @numba.njit(**FAST_SUMS)
-def within_block_v(values, masses, log_sizes, pieces, logs):
+def within_block_v(values, masses, log_sizes, pieces, logs, total, data):
     """V(p) = Σ_x p log p − Σ_j w_j log(w_j / |Ω_j|) for each row of (batch, N) ``values``
     with block masses (batch, K) and log block sizes (K,): (batch,), float64; the pixel
     sums are taken in ``pieces`` pieces per row. Fills (batch, N) float64 ``logs`` with
-    log max(p, tiny) on the way, unless ``logs`` is empty (shape (0, 0))."""
+    log max(p, tiny) on the way, unless ``logs`` is empty (shape (0, 0)). Returns (V, the
+    mean squared error of p · total to ``data`` (N,) as :func:`mean_squared_error` gives
+    it, or an empty array where ``data`` is empty)."""
     partial = np.empty(values.shape[0] * pieces)
+    squared = np.empty(partial.size if data.size > 0 else 0)
     for task in range(partial.size):
-        _entropy_piece(values, task, pieces, partial, logs)
-    return _within_block_v_rows(partial, masses, log_sizes, pieces)
+        _entropy_piece(values, task, pieces, partial, logs, total, data, squared)
+    errors = _mean_squared_rows(squared, pieces, values.shape[1]) if data.size > 0 else squared
+    return _within_block_v_rows(partial, masses, log_sizes, pieces), errors
 
 
 @numba.njit(parallel=True, **FAST_SUMS)
-def within_block_v_parallel(values, masses, log_sizes, pieces, logs):
+def within_block_v_parallel(values, masses, log_sizes, pieces, logs, total, data):
     """:func:`within_block_v` with the pieces shared among numba's threads."""
     partial = np.empty(values.shape[0] * pieces)
+    squared = np.empty(partial.size if data.size > 0 else 0)
     for reversed_task in numba.prange(partial.size):
         # (last piece first, as the geometric mean does: the calling thread keeps the last
         # images, which it goes on working on serially)
         task = partial.size - 1 - reversed_task
-        _entropy_piece(values, task, pieces, partial, logs)
-    return _within_block_v_rows(partial, masses, log_sizes, pieces)
-
-
-@numba.njit(**INLINE_SUMS)
-def _squared_error_row(values, b, total, data, errors):
-    row = values[b]
-    acc = 0.0
-    for i in range(row.size):
-        residual = np.float64(row[i]) * total - data[i]
-        acc += residual * residual
-    errors[b] = acc / row.size
+        _entropy_piece(values, task, pieces, partial, logs, total, data, squared)
+    errors = _mean_squared_rows(squared, pieces, values.shape[1]) if data.size > 0 else squared
+    return _within_block_v_rows(partial, masses, log_sizes, pieces), errors
 
 
 @numba.njit(**FAST_SUMS)
-def mean_squared_error(values, total, data):
-    """mean_i (p_i · total − x_i)² over each row of (batch, N) ``values``; ``data`` is (N,)."""
-    errors = np.empty(values.shape[0])
-    for b in range(values.shape[0]):
-        _squared_error_row(values, b, total, data, errors)
-    return errors
+def mean_squared_error(values, total, data, pieces):
+    """mean_i (p_i · total − x_i)² over each row of (batch, N) ``values``; ``data`` is (N,);
+    the sums are taken in ``pieces`` pieces per row."""
+    squared = np.empty(values.shape[0] * pieces)
+    for task in range(squared.size):
+        _squared_error_piece(values, task, pieces, total, data, squared)
+    return _mean_squared_rows(squared, pieces, values.shape[1])
 
 
 @numba.njit(parallel=True, **FAST_SUMS)
-def mean_squared_error_parallel(values, total, data):
-    """:func:`mean_squared_error` with the rows shared among numba's threads (the last
-    rows to the calling thread, as V takes them: they are in its cache)."""
-    errors = np.empty(values.shape[0])
-    for reversed_b in numba.prange(values.shape[0]):
-        _squared_error_row(values, values.shape[0] - 1 - reversed_b, total, data, errors)
-    return errors
+def mean_squared_error_parallel(values, total, data, pieces):
+    """:func:`mean_squared_error` with the pieces shared among numba's threads (the last
+    ones to the calling thread, as V takes them: they are in its cache)."""
+    squared = np.empty(values.shape[0] * pieces)
+    for reversed_task in numba.prange(squared.size):
+        task = squared.size - 1 - reversed_task
+        _squared_error_piece(values, task, pieces, total, data, squared)
+    return _mean_squared_rows(squared, pieces, values.shape[1])

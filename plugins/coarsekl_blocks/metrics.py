@@ -28,10 +28,19 @@ __all__ = ["BlockMassError", "BlockVariance", "MeanSquaredError", "VDelta", "Wit
 
 SHARED_LOG_BYTES = 1 << 20  # V keeps the logs it takes of states up to this size
 NO_LOGS = np.empty((0, 0))  # for the compiled V: logs not kept
+NO_DATA = np.empty(0)  # for the compiled V: no squared error to sum
 
 
 def _site_axes(problem: Problem) -> tuple[int, ...]:
     return tuple(range(-len(problem.partition.site_shape), 0))
+
+
+def _flat_data(problem: Problem) -> np.ndarray:
+    """The data image as one row (N,), float64, for the compiled MSE sums; empty where the
+    data is not an array over the sites (a distribution)."""
+    return problem.memo(
+        "flat-data", lambda: NO_DATA if problem.is_distribution else problem.data.reshape(-1)
+    )
 
 
 @attrs.frozen
@@ -68,16 +77,25 @@ class WithinBlockV:
             within_block_v = parallel_or_serial(
                 _compiled.within_block_v, _compiled.within_block_v_parallel, rows.size
             )
-            v = within_block_v(
+            # The same pass sums the squared error to the data image for the metric mse
+            # (a few operations per pixel beside the log, against a pass of its own).
+            data = _flat_data(problem)
+            v, errors = within_block_v(
                 rows,
                 masses.reshape(-1, masses.shape[-1]),
                 log_sizes,
                 pieces,
                 logs,
+                problem.data_total,
+                data,
             )
+            batch = masses.shape[:-1]
             if keep:
                 problem.remember(state, "log", logs.reshape(state.shape))
-            return v.reshape(masses.shape[:-1])
+            if data.size:
+                errors.flags.writeable = False
+                problem.remember(state, "mean_squared_error", errors.reshape(batch))
+            return v.reshape(batch)
         # |Ω_j| / w_j: p(x) times it is p(x | j) / u_j(x); empty blocks hold no p to weigh.
         inverse_uniform = np.divide(
             partition.block_sizes, masses, out=np.zeros_like(masses), where=masses > 0
@@ -160,6 +178,11 @@ class MeanSquaredError:
 
     def compute(self, state: np.ndarray, problem: Problem, step: Step) -> np.ndarray:
         if compiled_enabled():
+            # V, recorded before, summed the squared errors in its pass over this state
+            # (the same numbers as this pass of its own)
+            shared = problem.recall(state, "mean_squared_error")
+            if shared is not None:
+                return shared
             from coarsekl_blocks import _compiled
 
             batch = state.shape[: state.ndim - problem.data.ndim]
@@ -168,7 +191,8 @@ class MeanSquaredError:
             mean_squared_error = parallel_or_serial(
                 _compiled.mean_squared_error, _compiled.mean_squared_error_parallel, rows.size
             )
-            errors = mean_squared_error(rows, problem.data_total, problem.data.ravel())
+            pieces = summation_pieces(rows.shape[1])
+            errors = mean_squared_error(rows, problem.data_total, _flat_data(problem), pieces)
             return errors.reshape(batch)
         residual = state * problem.data_total - problem.data
         return np.mean(residual**2, axis=_site_axes(problem))

@@ -10,6 +10,8 @@ to rounding, no iteration tolerance.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import attrs
 import numpy as np
 
@@ -224,41 +226,54 @@ class VDeltaProjector:
         quantity's (a mass for ``block-mass``, a data intensity for ``block-mean``).
     """
 
+    projects_in_place: ClassVar[bool] = True
     delta: Schedule = schedule_field(validator=non_negative_schedule)
 
     def tolerance(self, step: Step) -> float:
         return self.delta.at(step)
 
-    def project(self, state: np.ndarray, problem: Problem, step: Step) -> Projection:
+    def project(
+        self, state: np.ndarray, problem: Problem, step: Step, in_place: bool = False
+    ) -> Projection:
+        """Π_δ of a batch of states; with ``in_place``, on a grid of blocks, ``state``
+        itself is rescaled and returned."""
         lower, upper = problem.bounds(self.tolerance(step))
         masses = problem.block_masses(state)
         if compiled_enabled() and isinstance(problem.partition, BlockGrid):
-            projection = _project_on_grid(state, problem, masses, lower, upper)
+            projection = _project_on_grid(state, problem, masses, lower, upper, in_place)
             if projection is not None:
                 return projection
         new_masses, clipped = project_masses(masses, lower, upper)
         return Projection(apply_block_masses(state, problem, masses, new_masses), clipped)
 
 
-def _project_on_grid(state, problem: Problem, masses, lower, upper) -> Projection | None:
+def _project_on_grid(
+    state, problem: Problem, masses, lower, upper, in_place: bool
+) -> Projection | None:
     """:meth:`VDeltaProjector.project` on a grid of blocks in one compiled call; the block
     sums of the result, taken in the same pass, are remembered for the runner's check of
     it (``"summary"``, see :meth:`Problem.remember`). None where a block is empty (the
-    general path fills it)."""
+    general path fills it). ``in_place`` (when ``state`` is one writeable block of
+    memory): the result is written into ``state``, which is returned."""
     import coarsekl_blocks._compiled as compiled
 
     rows, cols = problem.partition.blocks
+    in_place = in_place and state.flags.c_contiguous and state.flags.writeable
     batch = np.ascontiguousarray(state).reshape(-1, *state.shape[-2:])
-    out = recycled_empty(batch.shape, batch.dtype)
+    out = batch if in_place else recycled_empty(batch.shape, batch.dtype)
     project = parallel_or_serial(
         compiled.project_grid, compiled.project_grid_parallel, batch.size, cheap=True
     )
     done, _, clipped, sums, negatives = project(
-        batch, masses.reshape(-1, rows * cols), lower, upper, rows, cols, out
+        batch, masses.reshape(-1, rows * cols), lower, upper, rows, cols, out, in_place
     )
     if not done:
         return None
-    result = out.reshape(state.shape)
+    if in_place:
+        problem.forget(state)  # (its block masses were those before the projection)
+        result = state
+    else:
+        result = out.reshape(state.shape)
     problem.remember(result, "summary", (sums.reshape(masses.shape), int(negatives)))
     return Projection(result, clipped.reshape(masses.shape))
 

@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 from coarsekl import fastmath
-from coarsekl_blocks._compiled import _band_sums
+from coarsekl_blocks._compiled import _band_sums, scale_band_and_sum
 
 JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 # Reassociation lets LLVM vectorise sums; no finite-math flags, so NaN and inf stay visible.
@@ -98,9 +98,9 @@ def _correlate_row(source, weights, target):
                 value += weights[k] * source[_reflect(x + k - radius, 0, width)]
             target[x] = value
         return
-    _correlate(source, weights, target[radius:], width - 2 * radius)
-    if taps == 5:  # the two values at either end, written out
-        s, e = source, width
+    if taps == 5:  # (the offset spelt out: with ``radius`` LLVM vectorises the loop worse)
+        _correlate(source, weights, target[2:], width - 4)
+        s, e = source, width  # the two values at either end, written out
         w0, w1, w2, w3, w4 = weights[0], weights[1], weights[2], weights[3], weights[4]
         target[0] = w0 * s[1] + w1 * s[0] + w2 * s[0] + w3 * s[1] + w4 * s[2]
         target[1] = w0 * s[0] + w1 * s[0] + w2 * s[1] + w3 * s[2] + w4 * s[3]
@@ -111,6 +111,7 @@ def _correlate_row(source, weights, target):
             w0 * s[e - 3] + w1 * s[e - 2] + w2 * s[e - 1] + w3 * s[e - 1] + w4 * s[e - 2]
         )
         return
+    _correlate(source, weights, target[radius:], width - 2 * radius)
     for x in range(radius):  # the r values at either end, reflected without a modulo
         left = 0.0
         right = 0.0
@@ -289,10 +290,13 @@ def _normalise_task(task, bands, out, totals):
 @numba.njit(**INLINE)
 def _normalise_and_sum(image, out, totals, rows, cols, sums, negatives):
     """Normalise an image worked on in one band and take its block sums on a grid of
-    rows × cols blocks (if rows > 0), while it is in this thread's cache."""
-    _normalise_task(image, 1, out, totals)
+    rows × cols blocks (if rows > 0) in the same pass, while it is in this thread's cache."""
+    if rows == 0:
+        _normalise_task(image, 1, out, totals)
+        return
+    factors = np.full(rows * cols, 1.0 / totals[image])
     for band in range(image * rows, (image + 1) * rows):
-        _band_sums(out, band, rows, cols, sums, negatives)
+        scale_band_and_sum(out, factors, band, rows, cols, out, True, sums, negatives)
 
 
 @numba.njit(**FAST)

@@ -372,6 +372,25 @@ def test_mse_is_the_pixel_mean_squared_error_in_data_units(numerics, make_proble
     assert MeanSquaredError().compute(problem.data_state, problem, STEP) <= 1e-28
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(6, 8), (40, 36)])
+def test_v_sums_the_mse_for_the_state_with_the_bits_of_the_mses_own_pass(numerics, dtype, shape):
+    """V's pass over a state also sums its squared error to the data and remembers it;
+    mse then reads that instead of passing over the state again: the same numbers, bit
+    for bit, as mse's own pass (the 'parallel' numerics cut the sums into several pieces)."""
+    problem = grid_problem(shape=shape, blocks=(2, 2))
+    states = random_states(problem).astype(dtype)
+    own = MeanSquaredError().compute(states, problem, STEP)
+    assert problem.recall(states, "mean_squared_error") is None
+    WithinBlockV().compute(states, problem, STEP)
+    shared = problem.recall(states, "mean_squared_error")
+    if numerics == "reference":
+        assert shared is None
+        return
+    np.testing.assert_array_equal(shared, own)
+    assert MeanSquaredError().compute(states, problem, STEP) is shared
+
+
 def test_mse_scales_with_the_square_of_the_data_units():
     problem = grid_problem()
     doubled = Problem(partition=problem.partition, quantity=BlockMass(), data=2 * problem.data)

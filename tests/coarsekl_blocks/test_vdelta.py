@@ -557,6 +557,44 @@ def test_projection_on_a_grid_gives_the_numbers_of_the_general_path(numerics, de
         assert summary[1] == 0
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("delta", [0.0, 0.004, 0.5])
+def test_projection_in_place_writes_the_same_numbers_into_the_state(numerics, dtype, delta):
+    """``in_place=True`` (what the runner asks of a projector declaring
+    ``projects_in_place``): the state itself ends up holding what the projection out of
+    place returns, bit for bit, and the block sums remembered with it are the result's."""
+    assert VDeltaProjector.projects_in_place
+    grid = BlockGrid(shape=(16, 12), blocks=(4, 3))
+    rng = np.random.default_rng(11)
+    problem = Problem(partition=grid, quantity=BlockMass(), data=rng.random((16, 12)))
+    state = rng.random((2, 3, 16, 12))
+    state = (state / state.sum(axis=(-2, -1), keepdims=True)).astype(dtype)
+    projector, step = VDeltaProjector(delta=delta), Step(1, 1, delta)
+    expected = projector.project(state, problem, step)
+    written = state.copy()
+    result = projector.project(written, problem, step, in_place=True)
+    np.testing.assert_array_equal(result.state, expected.state)
+    np.testing.assert_array_equal(result.clipped, expected.clipped)
+    if numerics == "compiled":  # (the reference path may return a new array)
+        assert result.state is written
+        np.testing.assert_array_equal(written, expected.state)
+        summary = problem.recall(result.state, "summary")
+        np.testing.assert_array_equal(summary[0], grid.summarise(result.state)[0])
+
+
+def test_projection_in_place_leaves_a_read_only_state_alone():
+    grid = BlockGrid(shape=(8, 8), blocks=(2, 2))
+    rng = np.random.default_rng(3)
+    problem = Problem(partition=grid, quantity=BlockMass(), data=rng.random((8, 8)))
+    state = rng.random((1, 8, 8))
+    state /= state.sum()
+    state.flags.writeable = False
+    before = state.copy()
+    result = VDeltaProjector(delta=0.0).project(state, problem, Step(1, 1, 0.0), in_place=True)
+    np.testing.assert_array_equal(state, before)
+    np.testing.assert_allclose(grid.block_sums(result.state), problem.reference_masses[None])
+
+
 def test_apply_block_masses_rescales_blocks_and_fills_empty_ones_uniformly():
     grid = BlockGrid(shape=(2, 4), blocks=(1, 2))
     problem = Problem(partition=grid, quantity=BlockMass(), data=np.ones((2, 4)))

@@ -179,3 +179,29 @@ class CoarseProbe:
 class CoarseMisshapen(CoarseProbe):
     def from_block_masses(self, masses, problem, steps):
         return np.zeros(masses.shape)  # keeps the block axis of a scalar metric
+
+
+@attrs.frozen(kw_only=True)
+class FirstMemberInPlace:
+    """Asked to project in place, returns a view that overlaps the state without being
+    that object: the first member's state for every member (a stride of 0)."""
+
+    projects_in_place: ClassVar[bool] = True
+
+    def tolerance(self, step):
+        return 0.1
+
+    def project(self, state, problem, step, in_place=False):
+        clipped = np.zeros((*state.shape[:-2], problem.partition.n_blocks), dtype=bool)
+        if not in_place:
+            return coarsekl.Projection(state.copy(), clipped)
+        return coarsekl.Projection(np.broadcast_to(state[:1], state.shape), clipped)
+
+
+@coarsekl.hookimpl
+def coarsekl_projectors():
+    return [
+        coarsekl.Component(
+            name="first-member-in-place", factory=FirstMemberInPlace, summary="overlaps its input"
+        )
+    ]
