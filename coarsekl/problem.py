@@ -25,8 +25,11 @@ def is_distribution(data: Any) -> bool:
     return not isinstance(data, np.ndarray | list | tuple)
 
 
-def check_image(image: np.ndarray, what: str, site_shape: tuple[int, ...] | None = None):
-    """Return ``image`` as float64 after checking it can be a state: finite, ≥ 0, not all 0."""
+def check_image(
+    image: np.ndarray, what: str, site_shape: tuple[int, ...] | None = None, values: bool = True
+):
+    """Return ``image`` as float64 after checking it can be a state: finite, ≥ 0, not all 0
+    (``values=False``: only that it is a numeric array of the site shape)."""
     array = np.asarray(image)
     if array.dtype.kind not in "biuf":
         raise DataError(f"{what} must be numeric, got an array of dtype {array.dtype}")
@@ -35,6 +38,8 @@ def check_image(image: np.ndarray, what: str, site_shape: tuple[int, ...] | None
         raise DataError(
             f"{what} has shape {array.shape}, expected (..., {', '.join(map(str, site_shape))})"
         )
+    if not values:
+        return array
     site_axes = tuple(range(-len(site_shape or array.shape), 0))
     totals = array.sum(axis=site_axes)
     if array.size and array.min() >= 0 and np.isfinite(totals).all() and (totals > 0).all():
@@ -186,14 +191,20 @@ class Problem:
 
     def recall(self, state: Any, name: str) -> Any:
         """The value remembered (:meth:`remember`) as ``name`` for the array ``state``, or None."""
-        entry = self._recent_states().get(id(state))
+        try:  # (asked several times a step: no call to _recent_states)
+            entry = self._recent.entries.get(id(state))
+        except AttributeError:  # nothing remembered in this thread yet
+            return None
         if entry is not None and entry[0]() is state:
             return entry[1].get(name)
         return None
 
     def forget(self, state: Any) -> None:
         """Drop every value remembered for ``state`` (its contents are about to change)."""
-        entries = self._recent_states()
+        try:
+            entries = self._recent.entries
+        except AttributeError:
+            return
         entry = entries.get(id(state))
         if entry is not None and entry[0]() is state:
             entries.pop(id(state), None)

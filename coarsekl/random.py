@@ -9,6 +9,7 @@ random numbers). Purposes: 0 data, 1 initial state, 2 kernel, 3 projector.
 from __future__ import annotations
 
 import copy
+import threading
 from enum import IntEnum
 
 import numpy as np
@@ -29,6 +30,26 @@ def generator_for(seed: int, purpose: Purpose, member: int | None = None) -> np.
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
+class _Streams:
+    """The generators of one seed and purpose, each made when first asked for: making one
+    costs about 10 µs, and a run makes kernel and projector streams that deterministic
+    components never draw from."""
+
+    __slots__ = ("lock", "made", "purpose", "seed")
+
+    def __init__(self, seed: int, purpose: Purpose, members: int) -> None:
+        self.seed, self.purpose = seed, purpose
+        self.made: list[np.random.Generator | None] = [None] * members
+        self.lock = threading.Lock()
+
+    def generator(self, member: int) -> np.random.Generator:
+        with self.lock:  # (two threads asking for one member must get one generator)
+            generator = self.made[member]
+            if generator is None:
+                generator = self.made[member] = generator_for(self.seed, self.purpose, member)
+            return generator
+
+
 class MemberRandom:
     """Independent generators for ``n`` ensemble members.
 
@@ -37,19 +58,37 @@ class MemberRandom:
     """
 
     def __init__(self, generators: list[np.random.Generator]) -> None:
-        self.generators = list(generators)
+        self._generators: list[np.random.Generator] | None = list(generators)
+        self._streams: _Streams | None = None
+        self._members = range(len(self._generators))
 
     @classmethod
     def from_seed(cls, seed: int, purpose: Purpose, members: int) -> MemberRandom:
-        return cls([generator_for(seed, purpose, m) for m in range(members)])
+        """The streams of members 0 … members − 1 (made on first use)."""
+        return cls._lazy(_Streams(seed, purpose, members), range(members))
+
+    @classmethod
+    def _lazy(cls, streams: _Streams, members: range) -> MemberRandom:
+        random = cls.__new__(cls)
+        random._generators, random._streams, random._members = None, streams, members
+        return random
+
+    @property
+    def generators(self) -> list[np.random.Generator]:
+        """One generator per member."""
+        if self._generators is None:
+            self._generators = [self._streams.generator(m) for m in self._members]
+        return self._generators
 
     @property
     def members(self) -> int:
-        return len(self.generators)
+        return len(self._members)
 
     def subset(self, members: slice) -> MemberRandom:
         """The streams of a group of members (the same generator objects, not copies)."""
-        return MemberRandom(self.generators[members])
+        if self._generators is None:
+            return self._lazy(self._streams, self._members[members])
+        return MemberRandom(self._generators[members])
 
     def copy(self) -> MemberRandom:
         """Independent copies of the generators in their current state: they give the

@@ -168,7 +168,8 @@ def _data(data_source, config: ExperimentConfig) -> tuple[Any, tuple[int, ...]]:
             f"particles = {config.particles} is set, but {who} gives a data image, not a "
             "distribution to sample particles from; remove 'particles'"
         )
-    image = check_image(data_source.image(rng), "the data image")
+    # (its values are checked once, where the problem is set up)
+    image = check_image(data_source.image(rng), "the data image", values=False)
     return image, image.shape
 
 
@@ -516,6 +517,7 @@ class _Recorder:
         }
         metrics = experiment.metrics
         self.before = [n for n, m in metrics.items() if m.record_before_projection]
+        self.block_axis = {n: (n_blocks,) if m.per_block else () for n, m in metrics.items()}
         for name, metric in metrics.items():
             full = (*shape, n_blocks) if metric.per_block else shape
             self.arrays[name] = np.zeros(full)
@@ -605,7 +607,7 @@ class _Recorder:
     def _evaluate(self, name, state, problem, step) -> np.ndarray:
         metric = self.experiment.metrics[name]
         value = np.asarray(metric.compute(state, problem, step))
-        expected = state.shape[:2] + ((problem.partition.n_blocks,) if metric.per_block else ())
+        expected = state.shape[:2] + self.block_axis[name]
         if value.shape != expected:
             raise PluginContractError(
                 f"metric {name!r} returned shape {value.shape} at step {step.index}, "

@@ -162,9 +162,9 @@ class DistributionStates:
                 _check_array(state, expected, f"{who} at step {step}", self.dtype),
                 None,
             )
-        summarise = getattr(problem.partition, "summarise", None)
-        if summary is None and summarise is not None:
-            summary = summarise(checked)
+        if summary is None:
+            summarise = getattr(problem.partition, "summarise", None)
+            summary = None if summarise is None else summarise(checked)
         if summary is None:  # two passes: the contract check, then the block sums
             where = f"{who} at step {step}"
             _check_normalised(checked, len(self.site_shape), where, self.tolerances)

@@ -215,6 +215,23 @@ def _project_row(w, lower, upper, projected, clipped) -> None:
 
 
 @numba.njit(**JIT)
+def relative_entropy_rows(p, q):
+    """D(p_r ‖ q_r) = Σ_j p log(p / q) for each row of (rows, K) ``p`` and ``q``, as
+    scipy's ``rel_entr`` takes each term: 0 where p = 0 ≤ q, inf where q = 0 < p."""
+    out = np.empty(p.shape[0])
+    for r in range(p.shape[0]):
+        total = 0.0
+        for j in range(p.shape[1]):
+            a, b = p[r, j], q[r, j]
+            if a > 0.0 and b > 0.0:
+                total += a * np.log(a / b)
+            elif not (a == 0.0 and b >= 0.0):  # (NaN, or off the support)
+                total += np.nan if a != a or b != b else np.inf
+        out[r] = total
+    return out
+
+
+@numba.njit(**JIT)
 def project_rows(masses, lower, upper):
     """(rows, K) masses and (rows, K) or shared (K,) bounds -> (projected, clipped)."""
     projected = np.empty_like(masses)

@@ -124,21 +124,28 @@ class VDelta:
         self, masses: np.ndarray, problem: Problem, steps: Sequence[Step]
     ) -> np.ndarray:
         """V_δ from block masses ``(..., step, K)`` along ``steps`` -> ``(..., step)``."""
-        tolerances = [_tolerance(step) for step in steps]
-        if len(set(tolerances)) == 1:  # one δ for the whole run: (K,) bounds
-            return _coarse_kl(masses, *problem.bounds(tolerances[0]))
-        bounds = {tolerance: problem.bounds(tolerance) for tolerance in set(tolerances)}
+        distinct = {step.tolerance for step in steps}
+        if None in distinct:
+            raise _no_tolerance()
+        if len(distinct) == 1:  # one δ for the whole run: (K,) bounds
+            return _coarse_kl(masses, *problem.bounds(distinct.pop()))
+        tolerances = [step.tolerance for step in steps]
+        bounds = {tolerance: problem.bounds(tolerance) for tolerance in distinct}
         lower, upper = (np.stack(side) for side in zip(*map(bounds.get, tolerances), strict=True))
         return _coarse_kl(masses, lower, upper)
 
 
 def _tolerance(step: Step) -> float:
     if step.tolerance is None:
-        raise ConfigError(
-            "the metric 'V_delta' needs a tolerance δ: add a [projector] table with "
-            "kind = \"vdelta\" and delta = …, or drop 'V_delta' from [record] metrics"
-        )
+        raise _no_tolerance()
     return step.tolerance
+
+
+def _no_tolerance() -> ConfigError:
+    return ConfigError(
+        "the metric 'V_delta' needs a tolerance δ: add a [projector] table with "
+        "kind = \"vdelta\" and delta = …, or drop 'V_delta' from [record] metrics"
+    )
 
 
 def _coarse_kl(masses: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:

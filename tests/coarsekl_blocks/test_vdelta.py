@@ -437,6 +437,28 @@ def test_kl_divergence_uses_zero_log_zero_and_is_infinite_off_support():
     assert kl_divergence([0.5, 0.5], [1.0, 0.0]) == np.inf
 
 
+@pytest.mark.parametrize(
+    ("p", "q"),
+    [
+        ([0.5, 0.5, 0.0], [0.5, 0.5, 0.0]),
+        ([1.0, 0.0], [0.5, 0.5]),
+        ([0.5, 0.5], [1.0, 0.0]),
+        ([np.nan, 1.0], [0.5, 0.5]),
+        ([0.5, 0.5], [np.nan, 1.0]),
+        ([-0.1, 1.1], [0.5, 0.5]),
+        ([0.0, 1.0], [-0.5, 1.5]),
+        ([[0.2, 0.8], [0.7, 0.3]], [[0.5, 0.5], [0.6, 0.4]]),
+    ],
+)
+def test_kl_divergence_gives_scipys_terms_at_the_edges(numerics, p, q):
+    """The compiled sum over the last axis takes each term as rel_entr does: 0 log 0 = 0,
+    inf off the support or for negative values, NaN for NaN."""
+    expected = rel_entr(p, q).sum(axis=-1)
+    np.testing.assert_allclose(
+        kl_divergence(np.array(p), np.array(q)), expected, rtol=1e-13, atol=1e-16
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # VDeltaProjector on states
 # ---------------------------------------------------------------------------------------
