@@ -382,36 +382,36 @@ def _all_positive(masses):
 def project_grid(values, masses, lower, upper, rows, cols, out, in_place=False):
     """The V_δ projection of (batch, H, W) ``values`` on a grid of rows × cols blocks, with
     block masses (batch, K) and bounds (K,) or (batch, K): ``out`` = the values rescaled
-    block by block to the projected masses w*; returns (done, w*, clipped, the block sums
-    of ``out`` and its number of negative values, as :func:`grid_block_sums` gives them).
+    block by block to the projected masses w*; returns (done, clipped, the block sums of
+    ``out`` and its number of negative values, as :func:`grid_block_sums` gives them).
     The same numbers as :func:`project_rows` then :func:`grid_scale_blocks`. Not done
     (and ``out`` untouched) when a block mass is not > 0: empty blocks are the general
     path's to fill."""
     if not _all_positive(masses):
-        return False, masses, np.zeros(masses.shape, dtype=np.bool_), masses, 0
-    projected, clipped, factors = _grid_projection(masses, lower, upper)
+        return False, np.zeros(masses.shape, dtype=np.bool_), masses, 0
+    _, clipped, factors = _grid_projection(masses, lower, upper)
     sums = np.empty(masses.shape)
     negatives = np.empty(values.shape[0] * rows, dtype=np.int64)
     for task in range(negatives.size):
         scale_band_and_sum(
             values, factors[task // rows], task, rows, cols, out, in_place, sums, negatives
         )
-    return True, projected, clipped, sums, negatives.sum()
+    return True, clipped, sums, negatives.sum()
 
 
 @numba.njit(parallel=True, **FAST_SUMS)
 def project_grid_parallel(values, masses, lower, upper, rows, cols, out, in_place=False):
     """:func:`project_grid` with the bands shared among numba's threads."""
     if not _all_positive(masses):
-        return False, masses, np.zeros(masses.shape, dtype=np.bool_), masses, 0
-    projected, clipped, factors = _grid_projection(masses, lower, upper)
+        return False, np.zeros(masses.shape, dtype=np.bool_), masses, 0
+    _, clipped, factors = _grid_projection(masses, lower, upper)
     sums = np.empty(masses.shape)
     negatives = np.empty(values.shape[0] * rows, dtype=np.int64)
     for task in numba.prange(negatives.size):
         scale_band_and_sum(
             values, factors[task // rows], task, rows, cols, out, in_place, sums, negatives
         )
-    return True, projected, clipped, sums, negatives.sum()
+    return True, clipped, sums, negatives.sum()
 
 
 @numba.njit(**FAST_SUMS)  # (called, not inlined: V's pass and the MSE's own pass sum every

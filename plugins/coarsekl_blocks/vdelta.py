@@ -269,7 +269,7 @@ def _project_on_grid(
     project = parallel_or_serial(
         compiled.project_grid, compiled.project_grid_parallel, batch.size, cheap=True
     )
-    done, _, clipped, sums, negatives = project(
+    done, clipped, sums, negatives = project(
         batch, masses.reshape(-1, rows * cols), lower, upper, rows, cols, out, in_place
     )
     if not done:
