@@ -330,6 +330,33 @@ def _grid_projection(masses, lower, upper):
 
 
 @numba.njit(**INLINE_SUMS)
+def normalise_band_and_sum(values, factor, task, rows, cols, sums, negatives):
+    """One band of h rows of (batch, H, W) ``values`` (task = image · rows + band) scaled
+    in place by ``factor``, and its block sums taken as :func:`_band_sums` takes them (the
+    same numbers) in the same pass: whole rows at a time (with one factor for all blocks,
+    no need to cut rows at the blocks' borders, which costs short loops small blocks)."""
+    b, row = task // rows, task % rows
+    width = values.shape[2]
+    h, w = values.shape[1] // rows, width // cols
+    band = np.zeros(width)
+    count = 0
+    for y in range(row * h, (row + 1) * h):
+        line = values[b, y]
+        for x in range(width):
+            line[x] *= factor
+            value = np.float64(line[x])  # as stored (float32 states round)
+            band[x] += value
+            count += value < 0.0
+    negatives[task] = count
+    for col in range(cols):
+        piece = band[col * w :]
+        partial = 0.0
+        for x in range(w):
+            partial += piece[x]
+        sums[b, row * cols + col] = partial
+
+
+@numba.njit(**INLINE_SUMS)
 def scale_band_and_sum(values, factors, task, rows, cols, out, in_place, sums, negatives):
     """One band of h rows of (batch, H, W) ``values`` (task = image · rows + band) scaled
     block by block by ``factors`` (K,) into ``out``, and its block sums taken as

@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 from coarsekl import fastmath
-from coarsekl_blocks._compiled import _band_sums, scale_band_and_sum
+from coarsekl_blocks._compiled import _band_sums, normalise_band_and_sum
 
 JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 # Reassociation lets LLVM vectorise sums; no finite-math flags, so NaN and inf stay visible.
@@ -294,9 +294,9 @@ def _normalise_and_sum(image, out, totals, rows, cols, sums, negatives):
     if rows == 0:
         _normalise_task(image, 1, out, totals)
         return
-    factors = np.full(rows * cols, 1.0 / totals[image])
+    factor = 1.0 / totals[image]
     for band in range(image * rows, (image + 1) * rows):
-        scale_band_and_sum(out, factors, band, rows, cols, out, True, sums, negatives)
+        normalise_band_and_sum(out, factor, band, rows, cols, sums, negatives)
 
 
 @numba.njit(**FAST)
