@@ -537,7 +537,9 @@ class _Recorder:
         reference = problem.reference_masses.reshape(1, 1, 1, n_blocks)
         for name in self.from_masses:
             self._from_masses(name, reference, experiment.steps[-1:])
-        self.tolerances = np.full(config.steps + 1, np.nan)
+        self.tolerances = np.array(
+            [np.nan if step.tolerance is None else step.tolerance for step in experiment.steps]
+        )
         self.alpha_bar = self.target_mass = None
         if problem.is_distribution:  # the target moves with the noise level
             self.alpha_bar = np.full(config.steps + 1, np.nan)
@@ -562,8 +564,6 @@ class _Recorder:
             arrays["clipped"][schemes, members, index] = clipped
         for name in self.per_step:
             arrays[name][schemes, members, index] = self._evaluate(name, state, problem, step)
-        if step.tolerance is not None:
-            self.tolerances[index] = step.tolerance
         if self.alpha_bar is not None:
             self.alpha_bar[index] = state.alpha_bar
             self.target_mass[index] = problem.reference_for(state)
