@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import types
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -54,6 +55,7 @@ __all__ = [
 
 GROUP_BYTES = 1 << 20  # members per group: about this many bytes of state (cache-sized)
 MIN_TILE_BYTES = 1 << 19  # smaller tiles are not worth a thread of their own
+IN_PLACE = types.MappingProxyType({"in_place": True})  # for projectors that project in place
 COMPRESSION_LEVEL = 4  # zlib level of the netCDF output
 MAX_CACHED_INDEX = 1024  # dimension coordinates up to this length share their index
 RESERVED_NAMES = {
@@ -270,6 +272,9 @@ class Engine:
         self.tiles = [(part, group) for group in groups for part in parts]
         rng = MemberRandom.from_seed(config.seed, Purpose.KERNEL, members)
         self.rngs = {(group.start, group.stop): rng.subset(group) for group in groups}
+        # every tile's streams, where no tile needs copies (no scheme split across tiles)
+        copies = any(part.start > 0 for part, _ in self.tiles)
+        self.tile_rngs = None if copies else [self._random_for(tile) for tile in self.tiles]
         self.projector_rngs = None  # only the one 'proj' scheme draws: no copies needed
         if getattr(experiment.projector, "uses_random", False):
             rng = MemberRandom.from_seed(config.seed, Purpose.PROJECTOR, members)
@@ -313,8 +318,9 @@ class Engine:
 
     def advance(self, index: int) -> None:
         """Step ``index``: kernel, checks, projection, block masses, metrics, snapshots."""
-        step = self.experiment.step_info(index)
-        rngs = [self._random_for(tile) for tile in self.tiles]  # copies made before any draw
+        step = self.experiment.steps[index]
+        # (copies for the tiles of later schemes are made before any tile draws)
+        rngs = self.tile_rngs or [self._random_for(tile) for tile in self.tiles]
         tasks = range(len(self.tiles))
         if self.pool is None:
             with self.loop_budget:  # parallel loops in the compiled kernels
@@ -384,14 +390,14 @@ class Engine:
         )
         if reuse:
             problem.forget(proposal)  # what plugins derived from it will no longer hold
-        options = {"in_place": True} if reuse and self.projects_in_place else {}
+        options = IN_PLACE if reuse and self.projects_in_place else {}
+        if self.projector_rngs is not None:
+            group = self.tiles[task][1]
+            options = {**options, "rng": self.projector_rngs[group.start, group.stop]}
         projected = {}
         for i in self.projected[task]:
             scheme = proposal[i]
             problem.remember_block_masses(scheme, proposal_masses[i])  # for the projector
-            if self.projector_rngs is not None:
-                group = self.tiles[task][1]
-                options["rng"] = self.projector_rngs[group.start, group.stop]
             projection = experiment.projector.project(scheme, problem, step, **options)
             state, new_masses[i] = self.layout.check_and_sum(
                 projection.state,
