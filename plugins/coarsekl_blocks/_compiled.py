@@ -250,17 +250,30 @@ def _band_sums(values, task, rows, cols, sums, negatives):
     (task = image · rows + band): the band is first summed column-wise (a vectorised
     pass), then its W column sums are cut into ``cols`` pieces."""
     b, row = task // rows, task % rows
-    width = values.shape[2]
-    h, w = values.shape[1] // rows, width // cols
-    band = np.zeros(width)
+    h = values.shape[1] // rows
+    band = np.zeros(values.shape[2])
     count = 0
     for y in range(row * h, (row + 1) * h):
-        line = values[b, y]
-        for x in range(width):
-            value = np.float64(line[x])
-            band[x] += value
-            count += value < 0.0
+        count += _add_row(values[b, y], band)
     negatives[task] = count
+    _cut_band(band, b, row, cols, sums)
+
+
+@numba.njit(**INLINE_SUMS)
+def _add_row(line, band):
+    """band += line (column sums, in float64); returns the number of negative values."""
+    count = 0
+    for x in range(line.size):
+        value = np.float64(line[x])  # as stored (float32 states round)
+        band[x] += value
+        count += value < 0.0
+    return count
+
+
+@numba.njit(**INLINE_SUMS)
+def _cut_band(band, b, row, cols, sums):
+    """The column sums of a band cut into ``cols`` block sums of image b's block row."""
+    w = band.size // cols
     for col in range(cols):
         piece = band[col * w :]  # index by the bare loop variable: see grid_scale_blocks
         partial = 0.0
@@ -336,24 +349,16 @@ def normalise_band_and_sum(values, factor, task, rows, cols, sums, negatives):
     same numbers) in the same pass: whole rows at a time (with one factor for all blocks,
     no need to cut rows at the blocks' borders, which costs short loops small blocks)."""
     b, row = task // rows, task % rows
-    width = values.shape[2]
-    h, w = values.shape[1] // rows, width // cols
-    band = np.zeros(width)
+    h = values.shape[1] // rows
+    band = np.zeros(values.shape[2])
     count = 0
     for y in range(row * h, (row + 1) * h):
         line = values[b, y]
-        for x in range(width):
+        for x in range(line.size):
             line[x] *= factor
-            value = np.float64(line[x])  # as stored (float32 states round)
-            band[x] += value
-            count += value < 0.0
+        count += _add_row(line, band)
     negatives[task] = count
-    for col in range(cols):
-        piece = band[col * w :]
-        partial = 0.0
-        for x in range(w):
-            partial += piece[x]
-        sums[b, row * cols + col] = partial
+    _cut_band(band, b, row, cols, sums)
 
 
 @numba.njit(**INLINE_SUMS)
@@ -391,17 +396,9 @@ def scale_band_and_sum(values, factors, task, rows, cols, out, in_place, sums, n
             factor, scaled = factors[row * cols + col], line[col * w :]
             for x in range(w):
                 scaled[x] *= factor
-        for x in range(width):
-            value = np.float64(line[x])  # as stored (float32 states round)
-            band[x] += value
-            count += value < 0.0
+        count += _add_row(line, band)
     negatives[task] = count
-    for col in range(cols):
-        piece = band[col * w :]
-        partial = 0.0
-        for x in range(w):
-            partial += piece[x]
-        sums[b, row * cols + col] = partial
+    _cut_band(band, b, row, cols, sums)
 
 
 @numba.njit(**INLINE_SUMS)
