@@ -81,12 +81,12 @@ class BuiltExperiment:
 
     @steps.default
     def _steps(self) -> tuple[Step, ...]:
-        total = self.config.steps
+        plain = _plain_steps(self.config.steps)
         if self.projector is None:
-            return tuple(Step(index, total) for index in range(total + 1))
-        tolerances = [self.projector.tolerance(Step(i, total)) for i in range(1, total + 1)]
+            return plain
+        tolerances = [self.projector.tolerance(step) for step in plain[1:]]
         return tuple(
-            Step(index, total, tolerances[max(index, 1) - 1]) for index in range(total + 1)
+            Step(step.index, step.total, tolerances[max(step.index, 1) - 1]) for step in plain
         )
 
     def tolerance(self, index: int) -> float | None:
@@ -94,6 +94,12 @@ class BuiltExperiment:
 
     def step_info(self, index: int) -> Step:
         return self.steps[index]
+
+
+@functools.lru_cache(maxsize=16)
+def _plain_steps(total: int) -> tuple[Step, ...]:
+    """Steps 0 … total without a tolerance (immutable: shared between runs)."""
+    return tuple(Step(index, total) for index in range(total + 1))
 
 
 def build_experiment(config: ExperimentConfig, registry: Registry) -> BuiltExperiment:
@@ -441,8 +447,9 @@ class _MemorySnapshots:
         self.index = {step: i for i, step in enumerate(config.snapshot_steps)}
         self.layout = layout
         leading = (len(config.schemes), config.members, len(self.index))
+        # (not zeroed: the run writes every snapshot of every scheme and member)
         self.arrays = {
-            name: np.zeros((*leading, *variable.shape), dtype=variable.dtype)
+            name: np.empty((*leading, *variable.shape), dtype=variable.dtype)
             for name, variable in layout.snapshot_variables().items()
         }
 
@@ -627,7 +634,8 @@ class _Recorder:
         for name in self.experiment.metrics:
             for variable in (name, f"{name}_pre") if name in self.before else (name,):
                 values = self.arrays[variable]
-                if values.dtype.kind == "f" and np.isnan(values).any():
+                # (a NaN makes the sum NaN: one reduction, then the search only if so)
+                if values.dtype.kind == "f" and np.isnan(values.sum()) and np.isnan(values).any():
                     steps = np.isnan(values).reshape(-1, values.shape[2], values[0, 0, 0].size)
                     first = int(np.flatnonzero(steps.any(axis=(0, 2)))[0])
                     raise PluginContractError(f"metric {name!r} returned NaN at step {first}")

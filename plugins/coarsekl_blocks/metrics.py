@@ -60,12 +60,13 @@ class WithinBlockV:
             # broadcast array. The logs it takes are kept for the next kernel step.
             from coarsekl_blocks import _compiled
 
-            site_size, pieces, log_sizes = problem.memo(
+            site_size, pieces, log_sizes, data = problem.memo(
                 "within-block-v",
                 lambda: (
                     math.prod(partition.site_shape),
                     summation_pieces(math.prod(partition.site_shape)),
                     np.log(partition.block_sizes),
+                    _flat_data(problem),
                 ),
             )
             rows = state.reshape(-1, site_size)
@@ -77,9 +78,9 @@ class WithinBlockV:
             within_block_v = parallel_or_serial(
                 _compiled.within_block_v, _compiled.within_block_v_parallel, rows.size
             )
-            # The same pass sums the squared error to the data image for the metric mse
-            # (a few operations per pixel beside the log, against a pass of its own).
-            data = _flat_data(problem)
+            # The same pass sums the squared error to the data image (``data``) for the
+            # metric mse (a few operations per pixel beside the log, against a pass of its
+            # own).
             v, errors = within_block_v(
                 rows,
                 masses.reshape(-1, masses.shape[-1]),

