@@ -278,9 +278,6 @@ class Engine:
         self.tiles = [(part, group) for group in groups for part in parts]
         rng = MemberRandom.from_seed(config.seed, Purpose.KERNEL, members)
         self.rngs = {(group.start, group.stop): rng.subset(group) for group in groups}
-        # every tile's streams, where no tile needs copies (no scheme split across tiles)
-        copies = any(part.start > 0 for part, _ in self.tiles)
-        self.tile_rngs = None if copies else [self._random_for(tile) for tile in self.tiles]
         self.projector_rngs = None  # only the one 'proj' scheme draws: no copies needed
         if getattr(experiment.projector, "uses_random", False):
             rng = MemberRandom.from_seed(config.seed, Purpose.PROJECTOR, members)
@@ -324,9 +321,8 @@ class Engine:
 
     def advance(self, index: int) -> None:
         """Step ``index``: kernel, checks, projection, block masses, metrics, snapshots."""
-        step = self.experiment.steps[index]
-        # (copies for the tiles of later schemes are made before any tile draws)
-        rngs = self.tile_rngs or [self._random_for(tile) for tile in self.tiles]
+        step = self.experiment.step_info(index)
+        rngs = [self._random_for(tile) for tile in self.tiles]  # copies made before any draw
         tasks = range(len(self.tiles))
         if self.pool is None:
             with self.loop_budget:  # parallel loops in the compiled kernels

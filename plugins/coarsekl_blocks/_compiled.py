@@ -364,36 +364,27 @@ def normalise_band_and_sum(values, factor, task, rows, cols, sums, negatives):
 @numba.njit(**INLINE_SUMS)
 def scale_band_and_sum(values, factors, task, rows, cols, out, in_place, sums, negatives):
     """One band of h rows of (batch, H, W) ``values`` (task = image · rows + band) scaled
-    block by block by ``factors`` (K,) into ``out``, and its block sums taken as
+    block by block by ``factors`` (batch, K) into ``out``, and its block sums taken as
     :func:`_band_sums` takes them (the same numbers).
 
     ``in_place``: ``out`` is ``values``, read and written through that one name (LLVM
     vectorises that; through two names it cannot tell they are the same and runs
     unvectorised), and each row is summed right after it is scaled, while it is in the L1
     cache. Otherwise the band is scaled, then summed (measured: the faster order there)."""
+    if not in_place:
+        _scale_band(values, factors, task, rows, cols, out)
+        _band_sums(out, task, rows, cols, sums, negatives)
+        return
     b, row = task // rows, task % rows
     width = values.shape[2]
     h, w = values.shape[1] // rows, width // cols
-    if not in_place:
-        for y in range(row * h, (row + 1) * h):
-            source, target = values[b, y], out[b, y]
-            for col in range(cols):
-                # Views indexed by the bare loop variable (see grid_scale_blocks).
-                factor, scaled, piece = (
-                    factors[row * cols + col],
-                    target[col * w :],
-                    source[col * w :],
-                )
-                for x in range(w):
-                    scaled[x] = piece[x] * factor
-        _band_sums(out, task, rows, cols, sums, negatives)
-        return
     band = np.zeros(width)
     count = 0
     for y in range(row * h, (row + 1) * h):
         line = out[b, y]
         for col in range(cols):
-            factor, scaled = factors[row * cols + col], line[col * w :]
+            # Views indexed by the bare loop variable (see grid_scale_blocks).
+            factor, scaled = factors[b, row * cols + col], line[col * w :]
             for x in range(w):
                 scaled[x] *= factor
         count += _add_row(line, band)
@@ -425,9 +416,7 @@ def project_grid(values, masses, lower, upper, rows, cols, out, in_place=False):
     sums = np.empty(masses.shape)
     negatives = np.empty(values.shape[0] * rows, dtype=np.int64)
     for task in range(negatives.size):
-        scale_band_and_sum(
-            values, factors[task // rows], task, rows, cols, out, in_place, sums, negatives
-        )
+        scale_band_and_sum(values, factors, task, rows, cols, out, in_place, sums, negatives)
     return True, clipped, sums, negatives.sum()
 
 
@@ -440,9 +429,7 @@ def project_grid_parallel(values, masses, lower, upper, rows, cols, out, in_plac
     sums = np.empty(masses.shape)
     negatives = np.empty(values.shape[0] * rows, dtype=np.int64)
     for task in numba.prange(negatives.size):
-        scale_band_and_sum(
-            values, factors[task // rows], task, rows, cols, out, in_place, sums, negatives
-        )
+        scale_band_and_sum(values, factors, task, rows, cols, out, in_place, sums, negatives)
     return True, clipped, sums, negatives.sum()
 
 
