@@ -511,10 +511,12 @@ def _within_block_v_rows(partial, masses, log_sizes, pieces):
         for task in range(b * pieces, (b + 1) * pieces):
             pixel_term += partial[task]
         coarse_term = 0.0
-        for j in range(log_sizes.size):
-            w = masses[b, j]
-            if w > 0.0:  # 0 log 0 = 0
-                coarse_term += w * (np.log(w) - log_sizes[j])
+        row = masses[b]
+        for j in range(log_sizes.size):  # a select, not a branch, and the vectorisable log:
+            # one pass of SIMD code (libm's scalar log took 5 µs a step at K = 1024)
+            w = row[j]
+            term = w * (fastmath.log(max(w, TINY)) - log_sizes[j])
+            coarse_term += term if w > 0.0 else 0.0  # 0 log 0 = 0
         v[b] = max(pixel_term - coarse_term, 0.0)  # rounding may leave −1e−17 where V = 0
     return v
 

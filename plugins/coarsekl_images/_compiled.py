@@ -21,6 +21,8 @@ FAST = {**JIT, "fastmath": {"reassoc", "contract"}}
 INLINE = {**FAST, "inline": "always"}
 TINY = np.finfo(np.float64).tiny
 MIX_CHUNK = 2048  # values the geometric mean mixes in one loop (a chunk of whole rows)
+CHUNK_VALUES = 8192  # values of output rows the five-tap geometric mean works on at a time
+MIN_CHUNK_ROWS = 8
 
 
 @numba.njit(**INLINE)
@@ -175,10 +177,14 @@ def _geometric_mean_band(image, logs, log_data, beta, floor, weights, target, fi
 
     Rows are mixed a chunk of rows at a time (one long vectorised loop), smoothed along x
     into a ring of 2r + 1 rows, and smoothed along y as soon as their neighbours are there,
-    so the work stays in cache whatever the image size. A band recomputes the r rows above
-    and below it that its neighbours also mix. With p, q ≤ 1 and the floor, the exponent
+    so the work stays in cache whatever the image size (five weights: in chunks of rows,
+    :func:`_five_tap_band`). A band recomputes the r rows above and below it that its
+    neighbours also mix. With p, q ≤ 1 and the floor, the exponent
     lies in [log floor, 0]: exp needs no shift by the maximum (the reference subtracts it;
     results agree to rounding)."""
+    log_floor = _log_floor(floor)
+    if weights.size == 5:  # σ ≈ 0.5, the paper's value
+        return _five_tap_band(image, logs, log_data, beta, log_floor, weights, target, first, stop)
     height, width = image.shape
     taps = weights.size
     radius = taps // 2
@@ -191,23 +197,75 @@ def _geometric_mean_band(image, logs, log_data, beta, floor, weights, target, fi
     last = min(stop + radius, height)  # the rows this band mixes end here
     chunk_start = chunk_stop = ready  # the rows in ``mixed``
     total = 0.0
-    log_floor = _log_floor(floor)
     mixing = (image, logs, log_data, beta, log_floor, weights, ring, mixed, taken, last)
-    if taps == 5:  # σ ≈ 0.5, the paper's value: unrolled, in a loop nest of its own (LLVM
-        # vectorises it better than the general one: a fifth faster at 128 × 128)
-        w0, w1, w2, w3, w4 = weights[0], weights[1], weights[2], weights[3], weights[4]
-        for y in range(first, stop):
-            ready, chunk_start, chunk_stop = _fill_ring(
-                mixing, ready, min(y + radius, height - 1), chunk_start, chunk_stop
-            )
-            total += _vertical_five(ring, w0, w1, w2, w3, w4, y, 0, height, target[y])
-        return total
     for y in range(first, stop):
         ready, chunk_start, chunk_stop = _fill_ring(
             mixing, ready, min(y + radius, height - 1), chunk_start, chunk_stop
         )
         total += _vertical(ring, weights, y, 0, height, column, target[y])
     return total
+
+
+@numba.njit(**INLINE)
+def _five_tap_band(image, logs, log_data, beta, log_floor, weights, target, first, stop):
+    """:func:`_geometric_mean_band` for five weights, a chunk of rows at a time: the
+    chunk's rows (and the two above and below it) are mixed, smoothed along x and then
+    along y, each in one long loop over the chunk's contiguous rows (a loop per row costs
+    as much again at 128 × 128: the rows are short). The four rows the next chunk needs
+    again stay in the buffer."""
+    height, width = image.shape
+    w0, w1, w2, w3, w4 = weights[0], weights[1], weights[2], weights[3], weights[4]
+    rows = max(MIN_CHUNK_ROWS, CHUNK_VALUES // width)  # output rows per chunk
+    smoothed = np.empty((rows + 4, width))  # along x: the image rows y − 2 … y + count + 1
+    mixed = np.empty((rows + 4, width))
+    taken = np.empty((rows + 4 if logs.size == 0 else 0, width))  # logs, if taken here
+    total = 0.0
+    y = first
+    kept = 0  # rows of ``smoothed`` that hold the rows y − 2 … y − 3 + kept already
+    while y < stop:
+        count = min(rows, stop - y)
+        top = y - 2  # the image row in the buffer's first row
+        start, end = max(top + kept, 0), min(y + count + 2, height)  # rows to smooth now
+        if end > start:
+            _mix_rows(image, logs, log_data, beta, log_floor, start, end, mixed, taken)
+            _correlate_rows_five(mixed[: end - start], weights, smoothed[start - top : end - top])
+        for row in range(top + kept, y + count + 2):  # beyond the image: reflected rows
+            if row < 0 or row >= height:
+                smoothed[row - top] = smoothed[_reflect(row, 0, height) - top]
+        flat = smoothed.reshape(-1)
+        r0, r1, r2 = flat, flat[width:], flat[2 * width :]
+        r3, r4 = flat[3 * width :], flat[4 * width :]
+        out = target[y : y + count].reshape(-1)
+        for x in range(out.size):
+            value = w0 * r0[x] + w1 * r1[x] + w2 * r2[x] + w3 * r3[x] + w4 * r4[x]
+            out[x] = value
+            total += value
+        for row in range(4):  # forwards: the rows read lie past the rows written
+            smoothed[row] = smoothed[count + row]
+        kept = 4
+        y += count
+    return total
+
+
+@numba.njit(**INLINE)
+def _correlate_rows_five(source, weights, target):
+    """:func:`_correlate_row` for five weights on each row of (n, W) ``source`` into
+    ``target``: one loop over all the values (it runs across the ends of rows), then the
+    two values at either end of each row, reflected."""
+    width = source.shape[1]
+    if width <= 4:
+        for row in range(source.shape[0]):
+            _correlate_row(source[row], weights, target[row])
+        return
+    values, out = source.reshape(-1), target.reshape(-1)
+    _correlate(values, weights, out[2:], values.size - 4)
+    w0, w1, w2, w3, w4 = weights[0], weights[1], weights[2], weights[3], weights[4]
+    for row in range(source.shape[0]):
+        s, t, e = source[row], target[row], width
+        t[0] = w0 * s[1] + w1 * s[0] + w2 * s[0] + w3 * s[1] + w4 * s[2]
+        t[1] = w0 * s[0] + w1 * s[0] + w2 * s[1] + w3 * s[2] + w4 * s[3]
+        t[e - 2] = w0 * s[e - 4] + w1 * s[e - 3] + w2 * s[e - 2] + w3 * s[e - 1] + w4 * s[e - 1]
+        t[e - 1] = w0 * s[e - 3] + w1 * s[e - 2] + w2 * s[e - 1] + w3 * s[e - 1] + w4 * s[e - 2]
 
 
 @numba.njit(**INLINE)

@@ -150,6 +150,35 @@ def test_geometric_mean_of_wide_images_is_the_formula(numerics, monkeypatch, sig
     np.testing.assert_array_equal(kernel.step(states, problem, STEP, rng_for(2)), taking_logs)
 
 
+@pytest.mark.parametrize(
+    "shape",
+    # rows shorter than the stencil; images of fewer rows than it; 300 wide: chunks of 27
+    # rows, the last one of 1 (fewer than the 4 rows kept for the next chunk) or of 10
+    [(1, 1), (1, 7), (3, 2), (2, 9), (4, 4), (5, 3), (9, 5), (28, 300), (37, 300)],
+)
+@pytest.mark.parametrize("band_rows", [256, 2])  # each image one band, or bands of 2–3 rows
+def test_geometric_mean_with_five_weights_is_the_formula_at_any_shape(
+    numerics, monkeypatch, shape, band_rows
+):
+    """σ = 0.5 (five weights) has a path of its own in the compiled kernel, which smooths
+    chunks of rows in long loops that run across the ends of the rows, and reflects at the
+    image's borders by copying rows."""
+    monkeypatch.setattr("coarsekl_images.kernels.BAND_ROWS", band_rows)
+    rng = np.random.default_rng(13)
+    problem = Problem(
+        partition=BlockGrid(shape=shape, blocks=(1, 1)),
+        quantity=BlockMass(),
+        data=rng.uniform(0.0, 1.0, shape),
+    )
+    states = normalised(rng.random((2, *shape)))
+    beta, floor = 0.1, 1e-12
+    mixed = normalised(
+        np.maximum(states, floor) ** (1 - beta) * np.maximum(problem.data_state, floor) ** beta
+    )
+    result = GeometricMean(beta=beta, sigma=0.5).step(states, problem, STEP, rng_for(2))
+    np.testing.assert_allclose(result, normalised(smooth_each(mixed, 0.5)), rtol=1e-12)
+
+
 def test_geometric_mean_gives_the_same_numbers_on_any_number_of_threads(monkeypatch):
     """Bands of rows shared among threads: each pixel is computed the same way, and the
     bands (hence the rounding of each image's total) depend on the image size alone."""
