@@ -354,9 +354,11 @@ def normalise_band_and_sum(values, factor, task, rows, cols, sums, negatives):
     count = 0
     for y in range(row * h, (row + 1) * h):
         line = values[b, y]
-        for x in range(line.size):
+        for x in range(line.size):  # one loop: scaled, stored, added as stored
             line[x] *= factor
-        count += _add_row(line, band)
+            value = np.float64(line[x])  # (float32 states round)
+            band[x] += value
+            count += value < 0.0
     negatives[task] = count
     _cut_band(band, b, row, cols, sums)
 
