@@ -104,4 +104,11 @@ class MemberRandom:
 
     def uniform(self, event_shape: tuple[int, ...], low: float = 0.0, high: float = 1.0):
         """Uniform(low, high) draws, ``(members, *event_shape)``."""
-        return np.stack([g.uniform(low, high, size=event_shape) for g in self.generators])
+        out = np.empty((self.members, *event_shape))
+        for member, generator in enumerate(self.generators):
+            row = out[member, ...]  # (a view, also for event_shape ())
+            if low == 0.0 and high == 1.0:  # the same numbers, drawn straight into place
+                generator.random(out=row)
+            else:
+                row[...] = generator.uniform(low, high, size=event_shape)
+        return out

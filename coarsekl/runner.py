@@ -84,10 +84,7 @@ class BuiltExperiment:
         plain = _plain_steps(self.config.steps)
         if self.projector is None:
             return plain
-        tolerances = [self.projector.tolerance(step) for step in plain[1:]]
-        return tuple(
-            Step(step.index, step.total, tolerances[max(step.index, 1) - 1]) for step in plain
-        )
+        return _steps_with(self.config.steps, tuple(map(self.projector.tolerance, plain[1:])))
 
     def tolerance(self, index: int) -> float | None:
         return self.steps[index].tolerance
@@ -100,6 +97,12 @@ class BuiltExperiment:
 def _plain_steps(total: int) -> tuple[Step, ...]:
     """Steps 0 … total without a tolerance (immutable: shared between runs)."""
     return tuple(Step(index, total) for index in range(total + 1))
+
+
+@functools.lru_cache(maxsize=16)
+def _steps_with(total: int, tolerances: tuple[float, ...]) -> tuple[Step, ...]:
+    """Steps 0 … total, step i ≥ 1 with ``tolerances[i − 1]`` and step 0 with step 1's."""
+    return tuple(Step(index, total, tolerances[max(index, 1) - 1]) for index in range(total + 1))
 
 
 def build_experiment(config: ExperimentConfig, registry: Registry) -> BuiltExperiment:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from coarsekl.random import MemberRandom, Purpose, generator_for
@@ -14,6 +16,17 @@ def test_member_streams_are_the_seed_sequence_streams_of_their_purpose_and_membe
     for member in range(3):
         expected = generator_for(7, Purpose.KERNEL, member).standard_normal(4)
         np.testing.assert_array_equal(draws[member], expected)
+
+
+def test_uniform_draws_are_each_members_generator_uniform_draws_and_leave_it_alike():
+    for (low, high), shape in itertools.product(((0.0, 1.0), (0.25, 3.0)), ((3, 4), ())):
+        rng = MemberRandom.from_seed(9, Purpose.INITIAL, 2)
+        draws = rng.uniform(shape, low, high)
+        assert draws.shape == (2, *shape)
+        for member in range(2):
+            generator = generator_for(9, Purpose.INITIAL, member)
+            np.testing.assert_array_equal(draws[member], generator.uniform(low, high, shape))
+            assert rng.generators[member].random() == generator.random()  # the same state
 
 
 def test_a_members_numbers_do_not_depend_on_how_many_members_there_are():
