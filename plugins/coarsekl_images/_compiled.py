@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 from coarsekl import fastmath
-from coarsekl_blocks._compiled import _band_sums, normalise_band_and_sum
+from coarsekl_blocks._compiled import normalise_band_and_sum
 
 JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 # Reassociation lets LLVM vectorise sums; no finite-math flags, so NaN and inf stay visible.
@@ -337,10 +337,23 @@ def _geometric_mean_task(task, bands, values, logs, log_data, beta, floor, weigh
 def _normalise_task(task, bands, out, totals):
     image = task // bands
     first, stop = _band_rows(task % bands, bands, out.shape[1])
+    _scale_band(out[image], first, stop, 1.0 / _image_total(totals, image, bands))
+
+
+@numba.njit(**INLINE)
+def _image_total(totals, image, bands):
     total = 0.0
     for band in range(image * bands, (image + 1) * bands):
         total += totals[band]
-    _scale_band(out[image], first, stop, 1.0 / total)
+    return total
+
+
+@numba.njit(**INLINE)
+def _normalise_block_row(task, bands, rows, cols, out, totals, sums, negatives):
+    """Normalise block row ``task % rows`` of image ``task // rows`` (worked on in
+    ``bands`` bands) and take its block sums in the same pass over memory."""
+    factor = 1.0 / _image_total(totals, task // rows, bands)
+    normalise_band_and_sum(out, factor, task, rows, cols, sums, negatives)
 
 
 @numba.njit(**INLINE)
@@ -370,11 +383,12 @@ def geometric_mean(values, logs, log_data, beta, floor, weights, out, bands, row
         _geometric_mean_task(task, bands, values, logs, log_data, beta, floor, weights, out, totals)
         if bands == 1:
             _normalise_and_sum(task, out, totals, rows, cols, sums, negatives)
-    if bands > 1:
+    if bands > 1 and rows > 0:  # normalised and summed in one pass
+        for task in range(negatives.size):
+            _normalise_block_row(task, bands, rows, cols, out, totals, sums, negatives)
+    elif bands > 1:
         for task in range(tasks):
             _normalise_task(task, bands, out, totals)
-        for band in range(negatives.size):
-            _band_sums(out, band, rows, cols, sums, negatives)
     return negatives.sum()
 
 
@@ -395,9 +409,10 @@ def geometric_mean_parallel(
         _geometric_mean_task(task, bands, values, logs, log_data, beta, floor, weights, out, totals)
         if bands == 1:
             _normalise_and_sum(task, out, totals, rows, cols, sums, negatives)
-    if bands > 1:
+    if bands > 1 and rows > 0:
+        for task in numba.prange(negatives.size):
+            _normalise_block_row(task, bands, rows, cols, out, totals, sums, negatives)
+    elif bands > 1:
         for task in numba.prange(tasks):
             _normalise_task(task, bands, out, totals)
-        for band in numba.prange(negatives.size):
-            _band_sums(out, band, rows, cols, sums, negatives)
     return negatives.sum()
