@@ -347,7 +347,9 @@ def normalise_band_and_sum(values, factor, task, rows, cols, sums, negatives):
     """One band of h rows of (batch, H, W) ``values`` (task = image · rows + band) scaled
     in place by ``factor``, and its block sums taken as :func:`_band_sums` takes them (the
     same numbers) in the same pass: whole rows at a time (with one factor for all blocks,
-    no need to cut rows at the blocks' borders, which costs short loops small blocks)."""
+    no need to cut rows at the blocks' borders, which costs short loops small blocks). The
+    in-place branch of :func:`scale_band_and_sum` has the same loop with a factor per
+    pixel; a row of equal factors here would cost a tenth more (measured)."""
     b, row = task // rows, task % rows
     h = values.shape[1] // rows
     band = np.zeros(values.shape[2])

@@ -22,7 +22,7 @@ INLINE = {**FAST, "inline": "always"}
 TINY = np.finfo(np.float64).tiny
 MIX_CHUNK = 2048  # values the geometric mean mixes in one loop (a chunk of whole rows)
 CHUNK_VALUES = 8192  # values of output rows the five-tap geometric mean works on at a time
-MIN_CHUNK_ROWS = 8
+MIN_CHUNK_ROWS = 8  # (so that the four rows each chunk keeps are at most a third of it)
 
 
 @numba.njit(**INLINE)
@@ -363,9 +363,8 @@ def _normalise_and_sum(image, out, totals, rows, cols, sums, negatives):
     if rows == 0:
         _normalise_task(image, 1, out, totals)
         return
-    factor = 1.0 / totals[image]
-    for band in range(image * rows, (image + 1) * rows):
-        normalise_band_and_sum(out, factor, band, rows, cols, sums, negatives)
+    for task in range(image * rows, (image + 1) * rows):
+        _normalise_block_row(task, 1, rows, cols, out, totals, sums, negatives)
 
 
 @numba.njit(**FAST)
