@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from coarsekl.errors import DataError, OutputError
 
@@ -59,8 +60,22 @@ def _umask() -> int:
     return mask
 
 
-def save_trajectory(dataset, path: str | Path, *, complevel: int = 4, mode: str = "w") -> Path:
-    """Write a trajectory to compressed netCDF4 and return the path.
+# HDF5's byte shuffle, then zlib at level 1: trajectories written 10-20 % faster than with
+# zlib level 4 alone, and as small to within 3 % (measured on 512² states, float64 and
+# float32). zlib, not a faster filter such as blosc: every HDF5 reader decodes it.
+COMPRESSION_LEVEL = 1
+
+
+def compression(complevel: int = COMPRESSION_LEVEL) -> dict[str, Any]:
+    """The netCDF4 encoding of every numeric variable: shuffle, then zlib at ``complevel``."""
+    return {"zlib": True, "complevel": complevel, "shuffle": True}
+
+
+def save_trajectory(
+    dataset, path: str | Path, *, complevel: int = COMPRESSION_LEVEL, mode: str = "w"
+) -> Path:
+    """Write a trajectory to compressed netCDF4 (byte shuffle, then zlib at ``complevel``)
+    and return the path.
 
     ``mode="w"`` (the default) writes atomically: a temporary file renamed into place.
     ``mode="a"`` adds the dataset's variables to an existing netCDF4 file in place (used by
@@ -68,7 +83,7 @@ def save_trajectory(dataset, path: str | Path, *, complevel: int = 4, mode: str 
     """
     path = Path(path)
     encoding = {
-        name: {"zlib": True, "complevel": complevel}
+        name: compression(complevel)
         for name, variable in dataset.variables.items()
         if variable.dtype.kind in "fiub"
     }

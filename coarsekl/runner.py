@@ -24,7 +24,7 @@ from coarsekl._version import __version__
 from coarsekl.config import ComponentConfig, ExperimentConfig, load_config
 from coarsekl.errors import ConfigError, PluginContractError
 from coarsekl.interfaces import Kernel, Metric, Projector
-from coarsekl.io import atomic_path, open_trajectory, save_trajectory
+from coarsekl.io import atomic_path, compression, open_trajectory, save_trajectory
 from coarsekl.manager import get_registry
 from coarsekl.numerics import (
     RETAINED_BYTES,
@@ -56,7 +56,6 @@ __all__ = [
 GROUP_BYTES = 1 << 20  # members per group: about this many bytes of state (cache-sized)
 MIN_TILE_BYTES = 1 << 19  # smaller tiles are not worth a thread of their own
 IN_PLACE = types.MappingProxyType({"in_place": True})  # for projectors that project in place
-COMPRESSION_LEVEL = 4  # zlib level of the netCDF output
 MAX_CACHED_INDEX = 1024  # dimension coordinates up to this length share their index
 RESERVED_NAMES = {
     "state", "block_mass", "leak", "clipped", "data", "delta", "reference_mass",
@@ -485,8 +484,7 @@ class _StreamedSnapshots:
                 name,
                 variable.dtype,
                 (*leading, *variable.dims),
-                zlib=True,
-                complevel=COMPRESSION_LEVEL,
+                **compression(),
                 chunksizes=(1, 1, 1, *variable.shape),
             )
             self.variables[name].setncatts(variable.attributes)

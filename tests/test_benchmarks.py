@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
                 "Target 1",
                 "largest metric difference",
                 "pixel-steps/s",
-                "projection share",
+                "share of the step",
                 "vs 64²",
                 "vs 11 snapshots",
                 "coarsekl plugins",

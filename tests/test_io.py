@@ -37,6 +37,7 @@ def test_saved_file_is_compressed(tmp_path, trajectory):
     path = coarsekl.save_trajectory(trajectory, tmp_path / "run.nc")
     with xr.open_dataset(path) as ds:
         assert ds.state.encoding["zlib"] is True
+        assert ds.state.encoding["shuffle"] is True
 
 
 def test_loaded_trajectory_offers_the_accessor_and_reruns_identically(tmp_path, trajectory):

@@ -591,6 +591,9 @@ def test_output_file_streams_snapshots_and_equals_the_in_memory_run(tmp_path, sm
     assert_same_trajectory(streamed, in_memory)
     assert streamed.attrs["config"] == in_memory.attrs["config"]
     assert coarsekl.load_config(streamed.coarsekl.config) == coarsekl.load_config(config)
+    for name in ("state", "V", "block_mass"):  # streamed and appended variables alike
+        encoding = streamed[name].encoding
+        assert (encoding["zlib"], encoding["shuffle"], encoding["complevel"]) == (True, True, 1)
     streamed.close()
 
 
