@@ -62,12 +62,6 @@ def step_config(size: int, blocks: int, members: int, schemes=("proj",), dtype="
     )
 
 
-def time_steps(config, repeats: int, threads: int | None = None) -> float:
-    """Median seconds of one engine step (kernel, checks, projection, block masses)."""
-    with stepper(config, threads) as advance:
-        return median_time(advance, repeats)
-
-
 @contextlib.contextmanager
 def stepper(config, threads: int | None = None):
     """A function that advances a warmed-up engine by one step (the same step each time)."""
