@@ -555,16 +555,18 @@ def test_projector_leaves_states_inside_the_admissible_set_untouched(case):
     np.testing.assert_array_equal(VDelta().compute(inside, problem, step), 0.0)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("delta", [0.0, 0.004, 0.5])  # all clipped … inside the box
-def test_projection_on_a_grid_gives_the_numbers_of_the_general_path(numerics, delta):
+def test_projection_on_a_grid_gives_the_numbers_of_the_general_path(numerics, delta, dtype):
     """On a block grid with no empty block, the compiled projector projects and rescales
     in one call: the same numbers as project_masses then apply_block_masses, and the
-    block sums of its result, taken in the same pass, are the partition's."""
+    block sums of its result, taken in the same pass, are the partition's (float32 states:
+    of the values as stored)."""
     grid = BlockGrid(shape=(16, 12), blocks=(4, 3))
     rng = np.random.default_rng(7)
     problem = Problem(partition=grid, quantity=BlockMass(), data=rng.random((16, 12)))
     state = rng.random((2, 3, 16, 12))
-    state /= state.sum(axis=(-2, -1), keepdims=True)
+    state = (state / state.sum(axis=(-2, -1), keepdims=True)).astype(dtype)
     result = VDeltaProjector(delta=delta).project(state, problem, Step(1, 1, delta))
     masses = grid.block_sums(state)
     new_masses, clipped = project_masses(masses, *problem.bounds(delta))
