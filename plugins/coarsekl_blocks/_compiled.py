@@ -304,21 +304,6 @@ def grid_block_sums_parallel(values, rows, cols):
 
 
 @numba.njit(**INLINE_SUMS)
-def _row_factors(factors, b, row, cols, width):
-    """Each pixel's block factor along a row of block row ``row`` of image ``b``, (width,):
-    the band's rows are then scaled in whole-row loops, with no short loops for small
-    blocks."""
-    row_factors = np.empty(width)
-    w = width // cols
-    for col in range(cols):
-        # (views indexed by the bare loop variable: see _scale_band)
-        factor, segment = factors[b, row * cols + col], row_factors[col * w :]
-        for x in range(w):
-            segment[x] = factor
-    return row_factors
-
-
-@numba.njit(**INLINE_SUMS)
 def _scale_band(values, factors, task, rows, cols, out):
     """out = values · factors[block] over one band of h rows (task = image · rows + band).
 
@@ -390,8 +375,8 @@ def scale_band_and_sum(values, factors, task, rows, cols, out, in_place, sums, n
     """One band of h rows of (batch, H, W) ``values`` (task = image · rows + band) scaled
     block by block by ``factors`` (batch, K) into ``out``, and its block sums taken as
     :func:`_band_sums` takes them (the same numbers): each row is scaled by the row of its
-    pixels' factors (:func:`_row_factors`) and summed in one loop, while it is in the L1
-    cache.
+    pixels' factors (whole rows: no short loops for small blocks) and summed in one loop,
+    while it is in the L1 cache.
 
     ``in_place``: ``out`` is ``values``, read and written through that one name (LLVM
     vectorises that; through two names it cannot tell they are the same and runs
@@ -400,7 +385,13 @@ def scale_band_and_sum(values, factors, task, rows, cols, out, in_place, sums, n
     width = values.shape[2]
     h = values.shape[1] // rows
     band = np.zeros(width)
-    row_factors = _row_factors(factors, b, row, cols, width)
+    row_factors = np.empty(width)  # each pixel's block factor along a row of this band
+    w = width // cols
+    for col in range(cols):
+        # Views indexed by the bare loop variable (see _scale_band).
+        factor, segment = factors[b, row * cols + col], row_factors[col * w :]
+        for x in range(w):
+            segment[x] = factor
     count = 0
     if in_place:
         for y in range(row * h, (row + 1) * h):
@@ -414,7 +405,7 @@ def scale_band_and_sum(values, factors, task, rows, cols, out, in_place, sums, n
         for y in range(row * h, (row + 1) * h):
             source, line = values[b, y], out[b, y]
             for x in range(width):
-                line[x] = source[x] * row_factors[x]
+                line[x] = source[x] * row_factors[x]  # (summed as stored, as above)
                 value = np.float64(line[x])
                 band[x] += value
                 count += value < 0.0
