@@ -26,6 +26,15 @@ LN2_LO = 1.90821492927058770002e-10
 LOG2E = 1.44269504088896338700e00
 SQRT_HALF_BITS = np.int64(0x3FE6A09E667F3BCD)  # the bits of √½
 EXPONENT_FIELD = np.int64(-(1 << 52))  # the sign and exponent bits of a float64
+# Integers to and from float64 by their bits: AVX2 has no vector instruction that converts
+# between int64 and float64 (AVX-512 has), so a loop with such a conversion runs a value at
+# a time there (exp took half as long again). An integer-valued k with |k| < 2^51 sits in
+# the low bits of k + SHIFTER; e + 1023 in [0, 2^52) in the low bits of the float64 2^52.
+SHIFTER = 6755399441055744.0  # 1.5 · 2^52
+SHIFTER_BITS = np.int64(0x4338000000000000)
+EXPONENT_BIAS = np.int64(1023 << 52)
+TWO_52_BITS = np.int64(0x4330000000000000)  # the bits of 2^52
+TWO_52_PLUS_BIAS = 4503599627371519.0  # 2^52 + 1023
 INLINE = {"inline": "always", "error_model": "numpy", "fastmath": {"contract"}}
 
 
@@ -78,8 +87,10 @@ def exp(x):
     p = p * r + 5.000000000000011e-01
     p = p * r + 1.0
     p = p * r + 1.0
-    # k ≥ −1021 after the floor, so the sum is a normal number
-    return _bits_float(_float_bits(p) + (np.int64(k) << np.int64(52)))
+    # k ≥ −1021 after the floor, so the sum is a normal number; x − x: 0, or NaN for a
+    # NaN or +inf x (the bits of a NaN k, a NaN's payload among them, could make a number)
+    k_bits = _float_bits(k + SHIFTER) - SHIFTER_BITS  # int64(k), from the bits
+    return _bits_float(_float_bits(p) + (k_bits << np.int64(52))) + (x - x)
 
 
 @numba.njit(**INLINE)
@@ -94,7 +105,10 @@ def log(x):
     x = float(x)
     bits = _float_bits(x)
     offset = bits - SQRT_HALF_BITS
-    e = np.float64(offset >> np.int64(52))
+    # e = float64(offset >> 52), by the bits: the biased exponent e + 1023 ≥ 0 for x ≥ 0
+    # (a shift that AVX2 has for 64-bit integers, unlike an arithmetic one), in 2^52's bits
+    biased = np.int64(np.uint64(offset + EXPONENT_BIAS) >> np.uint64(52))
+    e = _bits_float(biased | TWO_52_BITS) - TWO_52_PLUS_BIAS
     f = _bits_float(bits - (offset & EXPONENT_FIELD)) - 1.0
     s = f / (2.0 + f)
     z = s * s

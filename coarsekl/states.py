@@ -20,7 +20,12 @@ import numpy as np
 
 from coarsekl.ensemble import Ensemble, stack_ensembles
 from coarsekl.errors import PluginContractError
-from coarsekl.numerics import compiled_enabled, parallel_or_serial, summation_pieces
+from coarsekl.numerics import (
+    compiled_enabled,
+    compiled_module,
+    parallel_or_serial,
+    summation_pieces,
+)
 
 __all__ = ["DistributionStates", "EnsembleStates", "Tolerances", "check_state"]
 
@@ -97,8 +102,7 @@ def _judge(values, worst: float, negatives, finite: bool, where: str, tolerances
 def _summary(state: np.ndarray, site_ndim: int) -> tuple[float, bool, bool]:
     """(max |Σp − 1| over the states, any value negative, all finite) in one pass."""
     if compiled_enabled():
-        from coarsekl import _compiled
-
+        _compiled = compiled_module("coarsekl._compiled")
         rows = state.reshape(-1, math.prod(state.shape[state.ndim - site_ndim :]))
         summary = parallel_or_serial(
             _compiled.state_summary, _compiled.state_summary_parallel, rows.size, cheap=True
@@ -111,8 +115,7 @@ def _summary(state: np.ndarray, site_ndim: int) -> tuple[float, bool, bool]:
 def _mass_deviation(masses: np.ndarray) -> tuple[float, bool]:
     """(max |Σ_j w_j − 1| over the states, all finite) from block masses (..., K)."""
     if compiled_enabled():  # (a microsecond, against a few for the numpy calls)
-        from coarsekl import _compiled
-
+        _compiled = compiled_module("coarsekl._compiled")
         return _compiled.worst_deviation(masses.reshape(-1), masses.shape[-1])
     return _deviation(masses.sum(axis=-1))
 

@@ -130,6 +130,18 @@ def test_parallel_or_serial_picks_the_compilation_the_thread_count_calls_for(tin
         assert pick("serial", "parallel", 10**6) == "serial"
 
 
+def test_compiled_module_is_the_imported_module_and_names_a_missing_one():
+    import importlib
+
+    from coarsekl.numerics import compiled_module
+
+    module = compiled_module("coarsekl.fastmath")
+    assert module is importlib.import_module("coarsekl.fastmath")
+    assert compiled_module("coarsekl.fastmath") is module
+    with pytest.raises(ModuleNotFoundError, match="coarsekl_no_such_plugin"):
+        compiled_module("coarsekl_no_such_plugin._compiled")
+
+
 def test_sums_are_cut_by_their_size_alone_so_threads_do_not_change_rounding(monkeypatch):
     from coarsekl import numerics
 

@@ -16,6 +16,7 @@ import numpy as np
 from coarsekl.errors import ConfigError
 from coarsekl.numerics import (
     compiled_enabled,
+    compiled_module,
     parallel_or_serial,
     recycled_empty,
     summation_pieces,
@@ -58,8 +59,7 @@ class WithinBlockV:
         if compiled_enabled():
             # V = Σ_x p log p − Σ_j w_j log(w_j / |Ω_j|): one pass over the pixels, no
             # broadcast array. The logs it takes are kept for the next kernel step.
-            from coarsekl_blocks import _compiled
-
+            _compiled = compiled_module("coarsekl_blocks._compiled")
             site_size, pieces, log_sizes, data = problem.memo(
                 "within-block-v",
                 lambda: (
@@ -191,8 +191,7 @@ class MeanSquaredError:
             shared = problem.recall(state, "mean_squared_error")
             if shared is not None:
                 return shared
-            from coarsekl_blocks import _compiled
-
+            _compiled = compiled_module("coarsekl_blocks._compiled")
             batch = state.shape[: state.ndim - problem.data.ndim]
             rows = state.reshape(-1, problem.data.size)
             # (on the cores that V's loop used for the same rows: they are in their caches)

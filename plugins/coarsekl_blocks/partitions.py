@@ -8,7 +8,12 @@ import attrs
 import numpy as np
 
 from coarsekl.errors import ConfigError, DataError
-from coarsekl.numerics import compiled_enabled, parallel_or_serial, recycled_empty
+from coarsekl.numerics import (
+    compiled_enabled,
+    compiled_module,
+    parallel_or_serial,
+    recycled_empty,
+)
 
 __all__ = ["BlockGrid", "LabelMap"]
 
@@ -89,8 +94,7 @@ class BlockGrid:
         """(block sums (..., K) in float64, the number of negative values): one pass, which
         the runner uses to check a new state and find its block masses at once."""
         if compiled_enabled():
-            from coarsekl_blocks import _compiled
-
+            _compiled = compiled_module("coarsekl_blocks._compiled")
             rows, cols = self.blocks
             block_sums = parallel_or_serial(
                 _compiled.grid_block_sums, _compiled.grid_block_sums_parallel, values.size, True
@@ -105,8 +109,7 @@ class BlockGrid:
         The same as ``values * broadcast(factors)`` without building the broadcast array."""
         if not compiled_enabled():
             return values * self.broadcast(factors.astype(values.dtype, copy=False))
-        from coarsekl_blocks import _compiled
-
+        _compiled = compiled_module("coarsekl_blocks._compiled")
         rows, cols = self.blocks
         batch = np.ascontiguousarray(values).reshape(-1, *self.shape)
         if factors.shape != (*values.shape[:-2], rows * cols):

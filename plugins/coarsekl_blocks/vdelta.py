@@ -16,7 +16,12 @@ import attrs
 import numpy as np
 
 from coarsekl.interfaces import Projection
-from coarsekl.numerics import compiled_enabled, parallel_or_serial, recycled_empty
+from coarsekl.numerics import (
+    compiled_enabled,
+    compiled_module,
+    parallel_or_serial,
+    recycled_empty,
+)
 from coarsekl.problem import Problem
 from coarsekl.schedules import Schedule, Step, non_negative_schedule, schedule_field
 from coarsekl_blocks.partitions import BlockGrid
@@ -260,7 +265,7 @@ def _project_on_grid(
     it (``"summary"``, see :meth:`Problem.remember`). None where a block is empty (the
     general path fills it). ``in_place`` (when ``state`` is one writeable block of
     memory): the result is written into ``state``, which is returned."""
-    import coarsekl_blocks._compiled as compiled
+    compiled = compiled_module("coarsekl_blocks._compiled")
 
     rows, cols = problem.partition.blocks
     in_place = in_place and state.flags.c_contiguous and state.flags.writeable

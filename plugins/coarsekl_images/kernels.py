@@ -8,7 +8,12 @@ import attrs
 import numpy as np
 
 from coarsekl.errors import ConfigError
-from coarsekl.numerics import compiled_enabled, parallel_or_serial, recycled_empty
+from coarsekl.numerics import (
+    compiled_enabled,
+    compiled_module,
+    parallel_or_serial,
+    recycled_empty,
+)
 from coarsekl.problem import Problem
 from coarsekl.random import MemberRandom
 from coarsekl.schedules import Schedule, Step, non_negative_schedule, schedule_field
@@ -75,8 +80,7 @@ class GeometricMean:
         return normalise(gaussian_smooth(mixed, sigma))
 
     def _step_compiled(self, state: np.ndarray, problem: Problem, beta: float, sigma: float):
-        from coarsekl_images import _compiled
-
+        _compiled = compiled_module("coarsekl_images._compiled")
         log_data, weights, (rows, cols) = problem.memo(
             ("geometric-mean", self.floor, sigma),
             lambda: (
