@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -10,7 +11,12 @@ import pytest
 
 import coarsekl
 from coarsekl.errors import ConfigError
-from coarsekl.numerics import NUMERICS_ENV, compiled_enabled, reference_numerics
+from coarsekl.numerics import (
+    NUMERICS_ENV,
+    compiled_enabled,
+    compiled_module,
+    reference_numerics,
+)
 
 
 def test_reference_numerics_switches_the_path_and_restores_it():
@@ -131,10 +137,6 @@ def test_parallel_or_serial_picks_the_compilation_the_thread_count_calls_for(tin
 
 
 def test_compiled_module_is_the_imported_module_and_names_a_missing_one():
-    import importlib
-
-    from coarsekl.numerics import compiled_module
-
     module = compiled_module("coarsekl.fastmath")
     assert module is importlib.import_module("coarsekl.fastmath")
     assert compiled_module("coarsekl.fastmath") is module

@@ -275,7 +275,7 @@ def _cut_band(band, b, row, cols, sums):
     """The column sums of a band cut into ``cols`` block sums of image b's block row."""
     w = band.size // cols
     for col in range(cols):
-        piece = band[col * w :]  # index by the bare loop variable: see grid_scale_blocks
+        piece = band[col * w :]  # index by the bare loop variable: see _scale_band
         partial = 0.0
         for x in range(w):
             partial += piece[x]
@@ -485,7 +485,7 @@ def _entropy_piece(values, task, pieces, partial, logs, total, data, squared):
     error = 0.0
     for start in range(first, stop, LOG_CHUNK):  # chunks: the logs are summed from L1
         end = min(start + LOG_CHUNK, stop)
-        # Views indexed by the bare loop variable vectorise (see grid_scale_blocks).
+        # Views indexed by the bare loop variable vectorise (see _scale_band).
         segment = row[start:end]
         log_segment = logs_row[start:end] if keep else logs_row[: end - start]
         fastmath.log_floored(segment, TINY, log_segment)
