@@ -168,8 +168,20 @@ def bench_restore(quick: bool) -> None:
         f"| {speed_up('reference'):.1f}× |"
     )
     print(f"| coarsekl.run, compiled path | {fast * 1e3:.1f} ms | {speed_up('fast'):.1f}× |")
+    rounds_speed_up = [s / t for s, t in zip(times["slow"], times["fast"], strict=True)]
+    print(
+        f"\ncompiled path, speed-up of single rounds: {min(rounds_speed_up):.1f}× to "
+        f"{max(rounds_speed_up):.1f}× (quartiles {_quartiles(rounds_speed_up)})"
+    )
     print(f"\nlargest metric difference: {max(worst, worst_pre):.2e}")
     restore_breakdown(config, registry, experiment, quick)
+
+
+def _quartiles(values) -> str:
+    if len(values) < 2:
+        return "n/a"
+    first, _, third = statistics.quantiles(values, n=4)
+    return f"{first:.1f}× and {third:.1f}×"
 
 
 def restore_breakdown(config, registry, experiment, quick: bool) -> None:

@@ -29,7 +29,9 @@ import numpy as np
 from coarsekl.errors import ConfigError
 
 __all__ = [
+    "COMPILING_NOTICE",
     "NUMERICS_ENV",
+    "compilation_notice",
     "compiled_enabled",
     "compiled_module",
     "default_threads",
@@ -94,6 +96,38 @@ def reference_numerics() -> Iterator[None]:
         yield
     finally:
         _forced_reference = previous
+
+
+COMPILING_NOTICE = (
+    "coarsekl: compiling the numerical kernels for this machine; this happens once (numba "
+    "caches them) and can take a minute"
+)
+
+
+@contextlib.contextmanager
+def compilation_notice(write: Callable[[str], None]) -> Iterator[None]:
+    """Call ``write(COMPILING_NOTICE)`` once if numba compiles anything inside the ``with``
+    block: the first run on a machine (or after an upgrade) compiles for up to a minute
+    with no other sign of life. Silent where every kernel comes from numba's cache, and on
+    the reference path."""
+    if not compiled_enabled():
+        yield
+        return
+    from numba.core import event
+
+    class Notice(event.Listener):
+        written = False
+
+        def on_start(self, _event) -> None:
+            if not self.written:  # (nested compilations each start an event)
+                self.written = True
+                write(COMPILING_NOTICE)
+
+        def on_end(self, _event) -> None:
+            pass
+
+    with event.install_listener("numba:compile", Notice()):
+        yield
 
 
 THREADS_ENV = "COARSEKL_THREADS"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import sys
 import types
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ from coarsekl.io import atomic_path, compression, open_trajectory, save_trajecto
 from coarsekl.manager import get_registry
 from coarsekl.numerics import (
     RETAINED_BYTES,
+    compilation_notice,
     default_threads,
     engine_worker,
     release_recycled,
@@ -202,18 +204,22 @@ def run(
     CPUs available, or ``COARSEKL_THREADS``) work on groups of members in parallel.
     ``callback`` (optional) is called after every step with ``{"step", "state",
     "proposal"}``: the whole batch after the step and the kernel's output before projection.
+    ``progress`` shows a progress bar, and a line on stderr when numba compiles the kernels
+    (the first run on a machine).
     """
     registry = registry or get_registry(plugin_manager)
     config = load_config(config, registry=registry)
-    experiment = build_experiment(config, registry)
-    engine = Engine(experiment, threads=threads, keep_proposals=callback is not None)
-    steps = range(1, config.steps + 1)
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc=config.name, unit="step", delay=0.5, leave=False)
     with contextlib.ExitStack() as stack:
+        if progress:  # (the kernels compile while the run is built and in its first step)
+            stack.enter_context(compilation_notice(_write_beside_progress))
+        experiment = build_experiment(config, registry)
+        engine = Engine(experiment, threads=threads, keep_proposals=callback is not None)
         stack.callback(engine.close)
+        steps = range(1, config.steps + 1)
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc=config.name, unit="step", delay=0.5, leave=False)
         if engine.pool is not None:  # the engine's threads share the cores: BLAS gets one each
             from threadpoolctl import threadpool_limits
 
@@ -235,6 +241,13 @@ def run(
         snapshots.close()
         save_trajectory(dataset, temporary, mode="a")
     return open_trajectory(output, lazy=True)
+
+
+def _write_beside_progress(message: str) -> None:
+    """Write a line to stderr without breaking a progress bar that is showing."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(message, file=sys.stderr)
 
 
 class Engine:

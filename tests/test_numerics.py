@@ -7,12 +7,15 @@ import os
 import subprocess
 import sys
 
+import numba
 import pytest
 
 import coarsekl
 from coarsekl.errors import ConfigError
 from coarsekl.numerics import (
+    COMPILING_NOTICE,
     NUMERICS_ENV,
+    compilation_notice,
     compiled_enabled,
     compiled_module,
     reference_numerics,
@@ -142,6 +145,45 @@ def test_compiled_module_is_the_imported_module_and_names_a_missing_one():
     assert compiled_module("coarsekl.fastmath") is module
     with pytest.raises(ModuleNotFoundError, match="coarsekl_no_such_plugin"):
         compiled_module("coarsekl_no_such_plugin._compiled")
+
+
+def _compile_a_new_function() -> None:
+    """numba compiles a function it has not seen (a new dispatcher, no cache)."""
+
+    def add_one(x):
+        return x + 1
+
+    assert numba.njit(add_one)(1) == 2
+
+
+def test_compilation_notice_is_written_once_while_numba_compiles():
+    messages = []
+    with compilation_notice(messages.append):
+        _compile_a_new_function()
+        _compile_a_new_function()
+    _compile_a_new_function()  # outside the block: not announced
+    assert messages == [COMPILING_NOTICE]
+
+
+def test_no_compilation_notice_when_nothing_is_compiled():
+    compiled = numba.njit(lambda x: 2 * x)
+    compiled(1)
+    messages = []
+    with compilation_notice(messages.append):
+        assert compiled(3) == 6
+    with reference_numerics(), compilation_notice(messages.append):
+        _compile_a_new_function()  # (the reference path listens for nothing)
+    assert messages == []
+
+
+def test_a_run_with_progress_says_when_it_compiles(small_config, capsys):
+    def compile_something(info) -> None:
+        _compile_a_new_function()
+
+    coarsekl.run(small_config(), callback=compile_something)
+    assert COMPILING_NOTICE not in capsys.readouterr().err
+    coarsekl.run(small_config(), progress=True, callback=compile_something)
+    assert capsys.readouterr().err.count(COMPILING_NOTICE) == 1
 
 
 def test_sums_are_cut_by_their_size_alone_so_threads_do_not_change_rounding(monkeypatch):
