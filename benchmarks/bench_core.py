@@ -247,6 +247,52 @@ def restore_breakdown(config, registry, experiment, quick: bool) -> None:
                 median_time(function, repeats) for _ in range(1 if quick else 5)
             )
             print(f"| {name} | {seconds * 1e6:.1f} µs |")
+    runner_share(config, registry, quick)
+
+
+def runner_share(config, registry, quick: bool) -> None:
+    """The runner's own share of a step: ``Engine.advance`` against the same plugin calls
+    made in a bare loop on the same batch (kernel, contract check, projection in place of
+    the scheme 'proj', its contract check, V and mse), interleaved in rounds."""
+    experiment = build_experiment(config, registry)
+    engine = Engine(experiment)
+    engine.start(_Recorder(experiment, _MemorySnapshots(experiment)))
+    problem, layout, step = experiment.problem, experiment.states, experiment.steps[1]
+    kernel, projector = experiment.kernel, experiment.projector
+    metrics = [experiment.metrics[name] for name in ("V", "mse")]
+    proj = list(config.schemes).index("proj")
+
+    def bare_step() -> None:
+        state = engine.states[0]
+        proposal = kernel.step(state, problem, step, None)
+        proposal, masses = layout.check_and_sum(
+            proposal, state.shape[:2], "", 1, problem, remember=False
+        )
+        scheme = proposal[proj]
+        problem.remember_block_masses(scheme, masses[proj])
+        projection = projector.project(scheme, problem, step, in_place=True)
+        new_masses = masses.copy()
+        new_masses[proj] = layout.check_and_sum(
+            projection.state, state.shape[1:2], "", 1, problem, remember=False
+        )[1]
+        problem.remember_block_masses(proposal, new_masses)
+        for metric in metrics:
+            metric.compute(proposal, problem, step)
+        engine.states[0], engine.masses[0] = proposal, new_masses
+
+    steps = 5 if quick else 200
+    timed = {
+        "Engine.advance": plain(lambda: [engine.advance(1) for _ in range(steps)]),
+        "the same plugin calls, bare": plain(lambda: [bare_step() for _ in range(steps)]),
+    }
+    try:
+        with engine.loop_budget:
+            medians = interleaved_medians(timed, 1 if quick else 7, block=3)
+    finally:
+        engine.close()
+    print("\n| a step of the paper-restore batch | median |\n|---|---|")
+    for name, seconds in medians.items():
+        print(f"| {name} | {seconds / steps * 1e6:.1f} µs |")
 
 
 def bench_step(quick: bool) -> None:

@@ -99,8 +99,8 @@ def reference_numerics() -> Iterator[None]:
 
 
 COMPILING_NOTICE = (
-    "coarsekl: compiling the numerical kernels for this machine; this happens once (numba "
-    "caches them) and can take a minute"
+    "coarsekl: note: compiling the numerical kernels for this machine; this happens once "
+    "(numba caches them) and can take a minute"
 )
 
 
