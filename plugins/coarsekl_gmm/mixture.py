@@ -25,7 +25,7 @@ import numpy as np
 
 from coarsekl.ensemble import Ensemble
 from coarsekl.errors import ConfigError, DataError
-from coarsekl.numerics import compiled_enabled, split_rows
+from coarsekl.numerics import compiled_enabled, compiled_module, split_rows
 
 __all__ = [
     "COMPILED_MAX_DIM",
@@ -366,8 +366,7 @@ def _score_and_posteriors_numpy(x, means, precisions, log_norm, score, posterior
 def _score_and_posteriors_compiled(x, means, precisions, log_norm, score, posteriors) -> None:
     """Small d: one compiled pass per particle block. Large d: per chunk one BLAS product,
     then a compiled pass for the log-sum-exp and the weighted sum."""
-    from coarsekl_gmm import _compiled
-
+    _compiled = compiled_module("coarsekl_gmm._compiled")
     if means.shape[1] <= COMPILED_MAX_DIM:
         _compiled.score_and_posteriors_small(x, means, precisions, log_norm, score, posteriors)
         return

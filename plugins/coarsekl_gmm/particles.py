@@ -18,7 +18,7 @@ from scipy.spatial.distance import cdist
 from scipy.special import entr, ndtr, rel_entr
 
 from coarsekl.errors import DataError
-from coarsekl.numerics import compiled_enabled
+from coarsekl.numerics import compiled_enabled, compiled_module
 
 __all__ = [
     "binned_kl_2d",
@@ -258,8 +258,7 @@ def resample_within_blocks(
     plan = _resampling_plan(w, lab, np.asarray(target), uniforms)
     n = w.shape[-1]
     if compiled_enabled():
-        from coarsekl_gmm._compiled_particles import resample_rows
-
+        resample_rows = compiled_module("coarsekl_gmm._compiled_particles").resample_rows
         rows = w.reshape(-1, n)
         out = np.empty(rows.size + n_blocks, dtype=np.int64)  # K scratch entries at the end
         resample_rows(
