@@ -12,7 +12,6 @@ import contextlib
 import datetime
 import functools
 import sys
-import types
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -57,7 +56,6 @@ __all__ = [
 
 GROUP_BYTES = 1 << 20  # members per group: about this many bytes of state (cache-sized)
 MIN_TILE_BYTES = 1 << 19  # smaller tiles are not worth a thread of their own
-IN_PLACE = types.MappingProxyType({"in_place": True})  # for projectors that project in place
 MAX_CACHED_INDEX = 1024  # dimension coordinates up to this length share their index
 RESERVED_NAMES = {
     "state", "block_mass", "leak", "clipped", "data", "delta", "reference_mass",
@@ -292,11 +290,21 @@ class Engine:
             parts = [slice(0, n_schemes)]
         self.tiles = [(part, group) for group in groups for part in parts]
         rng = MemberRandom.from_seed(config.seed, Purpose.KERNEL, members)
-        self.rngs = {(group.start, group.stop): rng.subset(group) for group in groups}
-        self.projector_rngs = None  # only the one 'proj' scheme draws: no copies needed
+        rngs = {(group.start, group.stop): rng.subset(group) for group in groups}
+        self.tile_rngs = [rngs[group.start, group.stop] for _, group in self.tiles]
+        self.copies_rngs = any(part.start != 0 for part, _ in self.tiles)
+        # The projector's options for each tile, in place or not; a projector that draws
+        # gets its members' generators (only the one 'proj' scheme draws: no copies needed).
+        self.project_copy_options = [{} for _ in self.tiles]
         if getattr(experiment.projector, "uses_random", False):
             rng = MemberRandom.from_seed(config.seed, Purpose.PROJECTOR, members)
-            self.projector_rngs = {(g.start, g.stop): rng.subset(g) for g in groups}
+            rngs = {(group.start, group.stop): rng.subset(group) for group in groups}
+            self.project_copy_options = [{"rng": rngs[g.start, g.stop]} for _, g in self.tiles]
+        in_place = getattr(experiment.projector, "projects_in_place", False)
+        self.project_options = [
+            {**options, "in_place": True} if in_place else options
+            for options in self.project_copy_options
+        ]
         workers = min(threads, len(self.tiles))
         self.pool = ThreadPoolExecutor(workers, "coarsekl") if workers > 1 else None
         initial = experiment.initial_states
@@ -320,85 +328,95 @@ class Engine:
         provider = experiment.providers[f"kernel {config.kernel.kind}"]
         self.kernel_name = f"kernel {config.kernel.kind!r} ({provider})"
         self.projector_name = f"projector {config.projector.kind!r}" if config.projector else ""
-        self.projects_in_place = getattr(experiment.projector, "projects_in_place", False)
+        self.block_preserving = experiment.kernel.block_preserving
         self.tolerances = Tolerances.of(config.dtype)
         self.recorder: _Recorder | None = None
 
     def start(self, recorder: _Recorder) -> None:
         """Record step 0 (the initial states)."""
         self.recorder = recorder
-        step = self.experiment.step_info(0)
+        step = self.experiment.steps[0]
         with self.loop_budget:
             for tile, state, masses in zip(self.tiles, self.states, self.masses, strict=True):
-                recorder.record_proposal(0, tile, step, state, masses)
-                recorder.record(0, tile, step, state, masses, None)
+                schemes, members = tile
+                recorder.masses_before[schemes, members, 0] = masses
+                recorder.arrays["block_mass"][schemes, members, 0] = masses
+                recorder.record_before(0, tile, step, state)
+                recorder.record(0, tile, step, state)
         recorder.snapshot(0, self.tiles, self.states)
 
     def advance(self, index: int) -> None:
         """Step ``index``: kernel, checks, projection, block masses, metrics, snapshots."""
-        step = self.experiment.step_info(index)
-        rngs = [self._random_for(tile) for tile in self.tiles]  # copies made before any draw
-        tasks = range(len(self.tiles))
+        step = self.experiment.steps[index]
+        # (copies of generators are made before any tile draws)
+        rngs = self.rngs_for_tiles() if self.copies_rngs else self.tile_rngs
         if self.pool is None:
             with self.loop_budget:  # parallel loops in the compiled kernels
-                for task in tasks:
-                    self._advance_tile(task, index, step, rngs[task])
+                for task, rng in enumerate(rngs):
+                    self._advance_tile(task, index, step, rng)
         else:
 
             def advance_tile(task: int) -> None:
                 with engine_worker():
                     self._advance_tile(task, index, step, rngs[task])
 
-            work = self.pool.map(advance_tile, tasks)
-            for _ in work:
+            for _ in self.pool.map(advance_tile, range(len(self.tiles))):
                 pass
-        self.recorder.snapshot(index, self.tiles, self.states)
+        if index in self.recorder.snapshots.index:
+            self.recorder.snapshot(index, self.tiles, self.states)
 
-    def _random_for(self, tile: tuple[slice, slice]) -> MemberRandom:
-        part, group = tile
-        rng = self.rngs[group.start, group.stop]
-        return rng if part.start == 0 else rng.copy()
+    def rngs_for_tiles(self) -> list[MemberRandom]:
+        """Each tile's kernel generators: a tile of later schemes draws from copies of its
+        members' generators (made before the first tile draws), so all schemes see the same
+        numbers."""
+        return [
+            rng if part.start == 0 else rng.copy()
+            for (part, _), rng in zip(self.tiles, self.tile_rngs, strict=True)
+        ]
 
     def _advance_tile(self, task: int, index: int, step: Step, rng: MemberRandom) -> None:
-        experiment, tile = self.experiment, self.tiles[task]
-        problem, recorder = experiment.problem, self.recorder
-        state, masses = self.states[task], self.masses[task]
-        proposal = experiment.kernel.step(state, problem, step, rng)
+        experiment, tile, recorder = self.experiment, self.tiles[task], self.recorder
+        problem, layout = experiment.problem, self.layout
+        state = self.states[task]
         batch = state.shape[:2]
+        proposal = experiment.kernel.step(state, problem, step, rng)
         # (the proposal's masses are remembered where something reads them: metrics before
         # the projection, or the proposal is the new state)
-        proposal, proposal_masses = self.layout.check_and_sum(
+        proposal, proposal_masses = layout.check_and_sum(
             proposal, batch, self.kernel_name, index, problem, remember=False
         )
-        if experiment.kernel.block_preserving:
-            drift = float(np.max(np.abs(proposal_masses - masses)))
+        if self.block_preserving:
+            drift = float(np.max(np.abs(proposal_masses - self.masses[task])))
             if drift > self.tolerances.block_mass:
                 raise PluginContractError(
                     f"{self.kernel_name} declares block_preserving but changed a block mass by "
                     f"{drift:.3g} at step {index}; fix the kernel or set block_preserving = False"
                 )
+        schemes, members = tile
+        recorder.masses_before[schemes, members, index] = proposal_masses
         if recorder.per_step_before:
             problem.remember_block_masses(proposal, proposal_masses)
-        recorder.record_proposal(index, tile, step, proposal, proposal_masses)
+            recorder.record_before(index, tile, step, proposal)
         if self.proposals is not None:
             self.proposals[task] = proposal
         if self.projected[task]:
-            new_state, new_masses, clipped = self._project(
-                task, index, step, proposal, proposal_masses
-            )
+            new_masses = proposal_masses.copy()  # (one contiguous array, for the compiled code)
+            clipped = recorder.arrays["clipped"][schemes, members, index]  # (written into)
+            new_state = self._project(task, index, step, proposal, new_masses, clipped)
         else:
-            new_state, new_masses, clipped = proposal, proposal_masses, None
+            new_state, new_masses = proposal, proposal_masses
+        recorder.arrays["block_mass"][schemes, members, index] = new_masses
         new_masses = problem.remember_block_masses(new_state, new_masses)
         self.states[task], self.masses[task] = new_state, new_masses
         if new_state is not state:  # (a kernel may return its input unchanged)
             problem.forget(state)  # its logs, as large as the state, go before new ones come
-        recorder.record(index, tile, step, new_state, new_masses, clipped)
+        recorder.record(index, tile, step, new_state)
 
-    def _project(self, task: int, index: int, step: Step, proposal, proposal_masses):
-        """Project the 'proj' schemes of a tile's proposal: (state, masses, clipped)."""
+    def _project(self, task: int, index: int, step: Step, proposal, masses, clipped):
+        """Project the 'proj' schemes of a tile's proposal; returns the new batch and
+        writes the projected schemes' block masses into ``masses`` and the projector's
+        clipped flags into ``clipped`` (both (scheme, member, K))."""
         experiment, problem = self.experiment, self.experiment.problem
-        new_masses = proposal_masses.copy()  # an unprojected scheme keeps its masses
-        clipped = np.zeros(proposal_masses.shape, dtype=bool)
         # The proposal itself becomes the new batch where nothing else needs it: no callback
         # keeps it, and it holds none of the previous states or the data. A projector that
         # can then writes its result into it.
@@ -407,16 +425,13 @@ class Engine:
         )
         if reuse:
             problem.forget(proposal)  # what plugins derived from it will no longer hold
-        options = IN_PLACE if reuse and self.projects_in_place else {}
-        if self.projector_rngs is not None:
-            group = self.tiles[task][1]
-            options = {**options, "rng": self.projector_rngs[group.start, group.stop]}
+        options = self.project_options[task] if reuse else self.project_copy_options[task]
         projected = {}
         for i in self.projected[task]:
             scheme = proposal[i]
-            problem.remember_block_masses(scheme, proposal_masses[i])  # for the projector
+            problem.remember_block_masses(scheme, masses[i])  # for the projector
             projection = experiment.projector.project(scheme, problem, step, **options)
-            state, new_masses[i] = self.layout.check_and_sum(
+            state, masses[i] = self.layout.check_and_sum(
                 projection.state,
                 proposal.shape[1:2],
                 self.projector_name,
@@ -427,8 +442,9 @@ class Engine:
             if state is not scheme:  # (else projected in place: already in the batch)
                 projected[i] = state
             clipped[i] = projection.clipped
-        new_state = self.layout.replace_schemes(proposal, projected, in_place=reuse)
-        return new_state, new_masses, clipped
+        if not projected and reuse:
+            return proposal
+        return self.layout.replace_schemes(proposal, projected, in_place=reuse)
 
     def state(self):
         """The whole batch ``(scheme, member, *site_shape)`` (a new array or Ensemble)."""
@@ -568,23 +584,21 @@ class _Recorder:
             self.alpha_bar = np.full(config.steps + 1, np.nan)
             self.target_mass = np.full((config.steps + 1, n_blocks), np.nan)
 
-    def record_proposal(self, index, tile, step, proposal, proposal_masses) -> None:
-        """Record what the kernel returned at step ``index`` for ``tile`` = (schemes,
-        members): its block masses and the metrics recorded before the projection."""
+    def record_before(self, index, tile, step, proposal) -> None:
+        """Record the metrics taken before the projection of what the kernel returned at
+        step ``index`` for ``tile`` = (schemes, members). (The engine writes the block
+        masses before and after the projection, and the clipped flags, into
+        ``masses_before`` and ``arrays``.)"""
         arrays, problem = self.arrays, self.experiment.problem
         schemes, members = tile
-        self.masses_before[schemes, members, index] = proposal_masses
         for name in self.per_step_before:
             value = self._evaluate(name, proposal, problem, step)
             arrays[f"{name}_pre"][schemes, members, index] = value
 
-    def record(self, index, tile, step, state, masses, clipped) -> None:
-        """Record the state after step ``index`` for ``tile`` = (schemes, members)."""
+    def record(self, index, tile, step, state) -> None:
+        """Record the metrics of the state after step ``index`` for ``tile``."""
         arrays, problem = self.arrays, self.experiment.problem
         schemes, members = tile
-        arrays["block_mass"][schemes, members, index] = masses
-        if clipped is not None:
-            arrays["clipped"][schemes, members, index] = clipped
         for name in self.per_step:
             arrays[name][schemes, members, index] = self._evaluate(name, state, problem, step)
         if self.alpha_bar is not None:
