@@ -292,7 +292,7 @@ class Engine:
         rng = MemberRandom.from_seed(config.seed, Purpose.KERNEL, members)
         rngs = {(group.start, group.stop): rng.subset(group) for group in groups}
         self.tile_rngs = [rngs[group.start, group.stop] for _, group in self.tiles]
-        self.copies_rngs = any(part.start != 0 for part, _ in self.tiles)
+        self.draws_from_copies = any(part.start != 0 for part, _ in self.tiles)
         # The projector's options for each tile, in place or not; a projector that draws
         # gets its members' generators (only the one 'proj' scheme draws: no copies needed).
         self.project_copy_options = [{} for _ in self.tiles]
@@ -349,7 +349,7 @@ class Engine:
         """Step ``index``: kernel, checks, projection, block masses, metrics, snapshots."""
         step = self.experiment.steps[index]
         # (copies of generators are made before any tile draws)
-        rngs = self.rngs_for_tiles() if self.copies_rngs else self.tile_rngs
+        rngs = self._rngs_for_tiles() if self.draws_from_copies else self.tile_rngs
         if self.pool is None:
             with self.loop_budget:  # parallel loops in the compiled kernels
                 for task, rng in enumerate(rngs):
@@ -365,7 +365,7 @@ class Engine:
         if index in self.recorder.snapshots.index:
             self.recorder.snapshot(index, self.tiles, self.states)
 
-    def rngs_for_tiles(self) -> list[MemberRandom]:
+    def _rngs_for_tiles(self) -> list[MemberRandom]:
         """Each tile's kernel generators: a tile of later schemes draws from copies of its
         members' generators (made before the first tile draws), so all schemes see the same
         numbers."""
@@ -442,8 +442,6 @@ class Engine:
             if state is not scheme:  # (else projected in place: already in the batch)
                 projected[i] = state
             clipped[i] = projection.clipped
-        if not projected and reuse:
-            return proposal
         return self.layout.replace_schemes(proposal, projected, in_place=reuse)
 
     def state(self):
